@@ -1,0 +1,29 @@
+"""memsave: define-by-run autograd on NumPy/CuPy that recomputes instead of storing.
+
+>>> import numpy as np, memsave as ms, memsave.functions as F
+>>> x = ms.Variable(np.ones((2, 3)))
+>>> y = F.tanh(x).sum()
+>>> y.backward()
+>>> x.grad.shape
+(2, 3)
+"""
+# core.variable first: it pulls in the function families that define its operators.
+from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
+from memsave import backend, functions, random  # noqa: F401,E402
+from memsave.config import config, enable_grad, is_grad_enabled, no_grad, using_config
+from memsave.core.backprop import backward, grad
+from memsave.core.function import FunctionNode
+from memsave.core.hooks import saved_array_hooks
+from memsave.errors import CheckpointError, DTypeError, ShapeError, UselessCheckpointWarning
+from memsave.gradcheck import gradcheck, gradgradcheck, numerical_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Variable", "Parameter", "VariableNode", "FunctionNode", "as_variable",
+    "backward", "grad", "saved_array_hooks",
+    "config", "using_config", "no_grad", "enable_grad", "is_grad_enabled",
+    "CheckpointError", "ShapeError", "DTypeError", "UselessCheckpointWarning",
+    "gradcheck", "gradgradcheck", "numerical_grad",
+    "backend", "functions", "random", "__version__",
+]

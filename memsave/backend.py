@@ -1,0 +1,117 @@
+"""Array backend: NumPy on the CPU, CuPy on the GPU.
+
+This is the only module that imports cupy, and only when asked to.  Every other
+module picks its array namespace with :func:`get_array_module`.
+
+>>> import numpy as np
+>>> get_array_module(np.zeros(2)) is np
+True
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+_cupy: ModuleType | None = None
+_cupy_checked = False
+
+
+def _import_cupy() -> ModuleType | None:
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            _cupy = importlib.import_module("cupy")
+        except Exception:  # ImportError, or a CUDA driver error at import time
+            _cupy = None
+    return _cupy
+
+
+def _unwrap(x: Any) -> Any:
+    return getattr(x, "array", x)
+
+
+def _is_cupy_array(x: Any) -> bool:
+    # Checked by module name so that a NumPy-only run never imports cupy.
+    return type(x).__module__.startswith("cupy")
+
+
+def get_array_module(*xs: Any) -> ModuleType:
+    """Return ``cupy`` if any argument (array or Variable) lives on the GPU, else ``numpy``.
+
+    >>> import numpy as np
+    >>> get_array_module(np.ones(3), 2.0).__name__
+    'numpy'
+    """
+    for x in xs:
+        if _is_cupy_array(_unwrap(x)):
+            return _import_cupy()
+    return numpy
+
+
+def is_array(x: Any) -> bool:
+    """True for a NumPy or CuPy ndarray.
+
+    >>> import numpy as np
+    >>> is_array(np.zeros(1)), is_array([0.0])
+    (True, False)
+    """
+    return isinstance(x, numpy.ndarray) or _is_cupy_array(x) and hasattr(x, "shape")
+
+
+def is_gpu_available() -> bool:
+    """True when cupy imports and sees at least one CUDA device.
+
+    >>> isinstance(is_gpu_available(), bool)
+    True
+    """
+    cupy = _import_cupy()
+    if cupy is None:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def asarray(x: Any, xp: ModuleType | None = None, dtype: Any = None) -> Any:
+    """Convert ``x`` to an array of ``xp`` (default: the module ``x`` already belongs to).
+
+    >>> asarray(1.5).dtype
+    dtype('float64')
+    """
+    xp = xp or get_array_module(x)
+    return xp.asarray(_unwrap(x), dtype=dtype)
+
+
+def to_cpu(x: Any) -> numpy.ndarray:
+    """Copy an array (or Variable's array) to host memory as a NumPy array.
+
+    >>> to_cpu(numpy.arange(3)).tolist()
+    [0, 1, 2]
+    """
+    x = _unwrap(x)
+    if _is_cupy_array(x):
+        return x.get()
+    return numpy.asarray(x)
+
+
+def to_gpu(x: Any) -> Any:
+    """Copy an array to the current CUDA device as a CuPy array.
+
+    Raises ``RuntimeError`` when cupy or a GPU is missing.
+
+    >>> if is_gpu_available():
+    ...     to_gpu(numpy.ones(2)).shape
+    ... else:
+    ...     (2,)
+    (2,)
+    """
+    if not is_gpu_available():
+        raise RuntimeError(
+            "to_gpu needs cupy and a CUDA device; install the extra: pip install 'memsave[gpu]'"
+        )
+    return _import_cupy().asarray(_unwrap(x))

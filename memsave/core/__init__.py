@@ -1,0 +1,1 @@
+"""The autograd engine: variables, function nodes, saved-array hooks and backprop."""

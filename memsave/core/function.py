@@ -1,0 +1,163 @@
+"""FunctionNode: one differentiable operation in the graph.
+
+``forward`` works on raw arrays and declares what backward needs with
+``retain_inputs``, ``retain_outputs`` (differentiable: backward gets Variables)
+and ``save_for_backward`` (constants: backward gets arrays).  Everything kept
+goes through the saved-array hooks.  ``backward`` gets output gradients as
+Variables and returns input gradients built from memsave functions, so
+``create_graph=True`` gives higher derivatives for free.
+
+>>> import numpy as np
+>>> class Cube(FunctionNode):
+...     def forward(self, x):
+...         self.retain_inputs(0)
+...         return x ** 3
+...     def backward(self, indexes, gy):
+...         x, = self.retained_inputs()
+...         return 3 * x * x * gy
+>>> x = Variable(np.array(2.0))
+>>> y, = Cube().apply(x)
+>>> y.backward()
+>>> float(x.grad)
+12.0
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy
+
+from memsave import backend
+from memsave.config import config
+from memsave.core import hooks
+from memsave.core.variable import Variable, VariableNode, as_variable
+
+
+class _Saved:
+    """One array kept for backward: either the array itself or a hook's packed form."""
+
+    __slots__ = ("packed", "unpack")
+
+    def __init__(self, packed: Any, unpack: Any) -> None:
+        self.packed = packed
+        self.unpack = unpack
+
+    def get(self) -> Any:
+        return self.packed if self.unpack is None else self.unpack(self.packed)
+
+
+class FunctionNode:
+    """Base class of every op. Subclasses implement ``forward`` and ``backward``."""
+
+    inputs: tuple[VariableNode, ...] = ()
+    outputs: tuple[weakref.ref, ...] = ()
+    generation = 0
+
+    # ----- forward ----------------------------------------------------------------
+    def apply(self, *inputs: Any) -> tuple[Variable, ...]:
+        """Run forward on Variables (or arrays) and, when recording, link the graph."""
+        in_vars = tuple(as_variable(x) for x in inputs)
+        self._recording = config.enable_backprop and any(x.requires_grad for x in in_vars)
+        self._forward_inputs = in_vars
+        self._saved: list[_Saved] | None = []
+        self._retained_in: dict[int, _Saved] = {}
+        self._retain_out: tuple[int, ...] = ()
+        try:
+            ys = self.forward(*(x.array for x in in_vars))
+        finally:
+            self._forward_inputs = ()
+        if not isinstance(ys, tuple):
+            ys = (ys,)
+        # NumPy reductions return scalars; the graph deals in arrays only.
+        ys = tuple(y if backend.is_array(y) else numpy.asarray(y) for y in ys)
+        outputs = tuple(Variable(y, requires_grad=self._recording) for y in ys)
+        if self._recording:
+            self.generation = max(x.generation for x in in_vars)
+            self.inputs = tuple(x.node for x in in_vars)
+            for y in outputs:
+                y.node.set_creator(self)
+            self.outputs = tuple(weakref.ref(y.node) for y in outputs)
+            self._retained_out = {i: self._pack(ys[i]) for i in self._retain_out}
+        return outputs
+
+    def forward(self, *xs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, target_input_indexes: tuple[int, ...], *grad_outputs: Variable | None) -> Any:
+        """Return one gradient Variable (or None) per input, or a single one for a unary op."""
+        raise NotImplementedError(f"{type(self).__name__} is not differentiable")
+
+    @property
+    def label(self) -> str:
+        """A short name for error messages and reports."""
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.label} generation={self.generation}>"
+
+    # ----- what backward needs ----------------------------------------------------
+    def _pack(self, array: Any, by_reference: bool = False) -> _Saved:
+        pair = None if by_reference else hooks.current_hooks()
+        if pair is None:
+            return _Saved(array, None)
+        pack, unpack = pair
+        return _Saved(pack(array, self), unpack)
+
+    def retain_inputs(self, *indexes: int) -> None:
+        """Keep these inputs for backward; read them with :meth:`retained_inputs`.
+
+        A leaf input (a parameter, a user's array) is kept by reference: it is alive anyway.
+        """
+        if not self._recording:
+            return
+        for i in indexes:
+            x = self._forward_inputs[i]
+            self._retained_in[i] = self._pack(x.array, by_reference=x.creator is None)
+
+    def retain_outputs(self, *indexes: int) -> None:
+        """Keep these outputs for backward; read them with :meth:`retained_outputs`."""
+        self._retain_out = indexes
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        """Keep constant arrays (masks, indices) for backward; read them with :attr:`saved`."""
+        if self._recording:
+            self._saved.extend(self._pack(a) for a in arrays)
+
+    def _check_alive(self) -> None:
+        if self._saved is None:
+            raise RuntimeError(
+                f"Trying to backward through {self.label} a second time, but the arrays it saved "
+                "were freed after the first backward. Pass retain_graph=True to the first "
+                "backward() or grad() call if you need to backward twice."
+            )
+
+    def retained_inputs(self) -> tuple[Variable, ...]:
+        """The retained inputs as Variables on their original graph nodes."""
+        self._check_alive()
+        return tuple(Variable._on_node(self._retained_in[i].get(), self.inputs[i])
+                     for i in sorted(self._retained_in))
+
+    def retained_outputs(self) -> tuple[Variable, ...]:
+        """The retained outputs as Variables on their original graph nodes."""
+        self._check_alive()
+        result = []
+        for i in sorted(self._retained_out):
+            node = self.outputs[i]()
+            array = self._retained_out[i].get()
+            result.append(Variable(array, requires_grad=False) if node is None
+                          else Variable._on_node(array, node))
+        return tuple(result)
+
+    @property
+    def saved(self) -> tuple[Any, ...]:
+        """The arrays stored with :meth:`save_for_backward`, in order."""
+        self._check_alive()
+        return tuple(s.get() for s in self._saved)
+
+    def release(self) -> None:
+        """Drop everything kept for backward (called by backward unless retain_graph)."""
+        self._saved = None
+        self._retained_in = {}
+        self._retained_out = {}
+

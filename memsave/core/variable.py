@@ -1,0 +1,348 @@
+"""Variable (what users hold) and VariableNode (what the graph holds).
+
+A FunctionNode keeps its inputs' VariableNodes, never their arrays; an array is
+kept for backward only when an op asks for it.  Dropping the last reference to
+an intermediate Variable therefore frees its array.
+
+>>> import numpy as np
+>>> x = Variable(np.array([1.0, 2.0]), name="x")
+>>> y = (x * x).sum()
+>>> y.backward()
+>>> x.grad
+array([2., 4.])
+"""
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any, Sequence
+
+from memsave import backend
+
+if TYPE_CHECKING:
+    from memsave.core.function import FunctionNode
+
+
+class VariableNode:
+    """Graph-side record of a Variable: creator, generation, shape, dtype. Holds no array."""
+
+    __slots__ = ("creator", "generation", "shape", "dtype", "name", "requires_grad",
+                 "_variable", "__weakref__")
+
+    def __init__(self, variable: Variable, requires_grad: bool, name: str | None) -> None:
+        self.creator: FunctionNode | None = None
+        self.generation = 0
+        self.shape = variable.array.shape
+        self.dtype = variable.array.dtype
+        self.name = name
+        self.requires_grad = requires_grad
+        self._variable = weakref.ref(variable)
+
+    @property
+    def variable(self) -> Variable | None:
+        """The user-side Variable if it is still alive."""
+        return self._variable()
+
+    def set_creator(self, creator: FunctionNode) -> None:
+        self.creator = creator
+        self.generation = creator.generation + 1
+
+    def __repr__(self) -> str:
+        return f"VariableNode(shape={self.shape}, dtype={self.dtype}, name={self.name!r})"
+
+
+class Variable:
+    """An array with an autograd history.
+
+    ``requires_grad`` defaults to True (Chainer's convention); arrays passed
+    directly to functions become constants.
+
+    >>> import numpy as np
+    >>> v = Variable(np.zeros((2, 3), dtype=np.float32))
+    >>> v.shape, v.dtype, len(v)
+    ((2, 3), dtype('float32'), 2)
+    """
+
+    __slots__ = ("_array", "_node", "_grad_var", "__weakref__")
+    __array_priority__ = 200  # NumPy defers `ndarray op Variable` to our reflected operators
+
+    def __init__(self, array: Any, name: str | None = None, requires_grad: bool = True) -> None:
+        if isinstance(array, Variable):
+            raise TypeError("Variable(...) got a Variable; use it directly or call .detach()")
+        if not backend.is_array(array):
+            raise TypeError(
+                f"Variable needs a numpy or cupy ndarray, got {type(array).__name__}; "
+                "wrap Python data with numpy.asarray first"
+            )
+        self._array = array
+        self._grad_var: Variable | None = None
+        self._node = VariableNode(self, requires_grad, name)
+
+    @classmethod
+    def _on_node(cls, array: Any, node: VariableNode) -> Variable:
+        """A Variable that stands for an existing graph node (used by backward)."""
+        var = cls.__new__(cls)
+        var._array = array
+        var._grad_var = None
+        var._node = node
+        return var
+
+    # ----- data -------------------------------------------------------------------
+    @property
+    def array(self) -> Any:
+        """The underlying numpy/cupy array."""
+        return self._array
+
+    @array.setter
+    def array(self, value: Any) -> None:
+        if not backend.is_array(value):
+            raise TypeError(f"Variable.array must be an ndarray, got {type(value).__name__}")
+        self._array = value
+        self._node.shape = value.shape
+        self._node.dtype = value.dtype
+
+    data = array
+
+    @property
+    def node(self) -> VariableNode:
+        return self._node
+
+    @property
+    def creator(self) -> FunctionNode | None:
+        return self._node.creator
+
+    @property
+    def generation(self) -> int:
+        return self._node.generation
+
+    @property
+    def name(self) -> str | None:
+        return self._node.name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._node.name = value
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._node.requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if self._node.creator is not None and not value:
+            raise ValueError("requires_grad can only be switched off on a leaf; use .detach()")
+        self._node.requires_grad = bool(value)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._array.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._array.ndim
+
+    @property
+    def size(self) -> int:
+        return self._array.size
+
+    @property
+    def dtype(self) -> Any:
+        return self._array.dtype
+
+    @property
+    def xp(self) -> Any:
+        """The array module (numpy or cupy) of this Variable."""
+        return backend.get_array_module(self._array)
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __repr__(self) -> str:
+        body = repr(self._array).replace("\n", "\n" + " " * 9)
+        name = f", name={self.name!r}" if self.name else ""
+        return f"Variable({body}{name})"
+
+    # ----- gradients --------------------------------------------------------------
+    @property
+    def grad_var(self) -> Variable | None:
+        """The gradient as a Variable (differentiable when create_graph=True)."""
+        return self._grad_var
+
+    @grad_var.setter
+    def grad_var(self, value: Variable | None) -> None:
+        if value is not None and value.shape != self.shape:
+            raise ValueError(f"gradient shape {value.shape} does not match variable shape {self.shape}")
+        self._grad_var = value
+
+    @property
+    def grad(self) -> Any:
+        """The gradient as an array, or None."""
+        return None if self._grad_var is None else self._grad_var.array
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        self.grad_var = None if value is None else Variable(value, requires_grad=False)
+
+    def cleargrad(self) -> None:
+        """Forget the gradient (set it to None)."""
+        self._grad_var = None
+
+    zerograd = cleargrad
+
+    def backward(self, grad: Any = None, retain_grad: bool = False,
+                 retain_graph: bool | None = None, create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``grad`` defaults to ones for a single-element Variable.
+
+        >>> import numpy as np
+        >>> x = Variable(np.array(3.0))
+        >>> (x * x).backward()
+        >>> float(x.grad)
+        6.0
+        """
+        from memsave.core.backprop import backward
+        backward([self], [grad], retain_grad=retain_grad, retain_graph=retain_graph,
+                 create_graph=create_graph)
+
+    def unchain(self) -> None:
+        """Cut this Variable from its history: it becomes a leaf; the graph behind it can be freed."""
+        self._node = VariableNode(self, self._node.requires_grad, self._node.name)
+
+    def detach(self) -> Variable:
+        """A new leaf Variable sharing the array, with requires_grad=False."""
+        return Variable(self._array, name=self.name, requires_grad=False)
+
+    # ----- array methods ----------------------------------------------------------
+    @property
+    def T(self) -> Variable:
+        return _array_ops.transpose(self)
+
+    def reshape(self, *shape: Any) -> Variable:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _array_ops.reshape(self, shape)
+
+    def transpose(self, *axes: Any) -> Variable:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _array_ops.transpose(self, axes or None)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Variable:
+        return _array_ops.sum(self, axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Variable:
+        return _math.mean(self, axis, keepdims)
+
+    def __getitem__(self, index: Any) -> Variable:
+        return _array_ops.get_item(self, index)
+
+    # ----- operators --------------------------------------------------------------
+    def __neg__(self) -> Variable:
+        return _math.neg(self)
+
+    def __abs__(self) -> Variable:
+        return _math.absolute(self)
+
+    def __add__(self, other: Any) -> Variable:
+        return _math.add(self, other)
+
+    def __radd__(self, other: Any) -> Variable:
+        return _math.add(other, self)
+
+    def __sub__(self, other: Any) -> Variable:
+        return _math.sub(self, other)
+
+    def __rsub__(self, other: Any) -> Variable:
+        return _math.sub(other, self)
+
+    def __mul__(self, other: Any) -> Variable:
+        return _math.mul(self, other)
+
+    def __rmul__(self, other: Any) -> Variable:
+        return _math.mul(other, self)
+
+    def __truediv__(self, other: Any) -> Variable:
+        return _math.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Variable:
+        return _math.div(other, self)
+
+    def __pow__(self, other: Any) -> Variable:
+        return _math.pow(self, other)
+
+    def __rpow__(self, other: Any) -> Variable:
+        return _math.pow(other, self)
+
+    def __matmul__(self, other: Any) -> Variable:
+        return _math.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Variable:
+        return _math.matmul(other, self)
+
+    # Comparisons are not differentiable: they return plain arrays, as in Chainer.
+    def __lt__(self, other: Any) -> Any:
+        return self._array < _raw(other)
+
+    def __le__(self, other: Any) -> Any:
+        return self._array <= _raw(other)
+
+    def __gt__(self, other: Any) -> Any:
+        return self._array > _raw(other)
+
+    def __ge__(self, other: Any) -> Any:
+        return self._array >= _raw(other)
+
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        return self._array == _raw(other)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        return self._array != _raw(other)
+
+    __hash__ = object.__hash__
+
+
+class Parameter(Variable):
+    """A Variable that a Module registers as trainable (always requires grad).
+
+    >>> import numpy as np
+    >>> Parameter(np.zeros(3)).requires_grad
+    True
+    """
+
+    __slots__ = ()
+
+    def __init__(self, array: Any, name: str | None = None) -> None:
+        super().__init__(array, name=name, requires_grad=True)
+
+    def __repr__(self) -> str:
+        return "Parameter" + super().__repr__()[len("Variable"):]
+
+
+def _raw(x: Any) -> Any:
+    return x.array if isinstance(x, Variable) else x
+
+
+def as_variable(x: Any) -> Variable:
+    """Return ``x`` if it is a Variable, else wrap an ndarray as a constant Variable.
+
+    >>> import numpy as np
+    >>> as_variable(np.ones(2)).requires_grad
+    False
+    """
+    if isinstance(x, Variable):
+        return x
+    if backend.is_array(x):
+        return Variable(x, requires_grad=False)
+    raise TypeError(
+        f"expected a Variable or a numpy/cupy ndarray, got {type(x).__name__}"
+    )
+
+
+def as_variables(xs: Sequence[Any]) -> tuple[Variable, ...]:
+    return tuple(as_variable(x) for x in xs)
+
+
+# The operators above are defined by the function families, which import this module;
+# importing them last keeps the cycle harmless (Variable already exists by then).
+from memsave.functions import array as _array_ops  # noqa: E402
+from memsave.functions import math as _math  # noqa: E402

@@ -1,0 +1,17 @@
+"""Exception and warning classes; each message says what was expected, what was found, where."""
+
+
+class ShapeError(ValueError):
+    """Operands have incompatible shapes (the message names both)."""
+
+
+class DTypeError(TypeError):
+    """An operand has a dtype the operation cannot use."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpointed function did not recompute what it computed the first time."""
+
+
+class UselessCheckpointWarning(UserWarning):
+    """A checkpoint keeps at least as many bytes as it lets go: it costs time, saves nothing."""
