@@ -9,7 +9,12 @@
 """
 # core.variable first: it pulls in the function families that define its operators.
 from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
-from memsave import backend, functions, random  # noqa: F401,E402
+from memsave import backend, functions, memory, random  # noqa: F401,E402
+from memsave.remat.decorator import checkpointed
+from memsave.remat.forget import forget
+from memsave.remat.recompute import checkpoint
+from memsave.remat.sequential import checkpoint_sequential
+from memsave.remat.switch import checkpointing
 from memsave.config import config, enable_grad, is_grad_enabled, no_grad, using_config
 from memsave.core.backprop import backward, grad
 from memsave.core.function import FunctionNode
@@ -20,10 +25,11 @@ from memsave.gradcheck import gradcheck, gradgradcheck, numerical_grad
 __version__ = "0.1.0"
 
 __all__ = [
+    "checkpoint", "checkpointed", "forget", "checkpoint_sequential", "checkpointing",
     "Variable", "Parameter", "VariableNode", "FunctionNode", "as_variable",
     "backward", "grad", "saved_array_hooks",
     "config", "using_config", "no_grad", "enable_grad", "is_grad_enabled",
     "CheckpointError", "ShapeError", "DTypeError", "UselessCheckpointWarning",
     "gradcheck", "gradgradcheck", "numerical_grad",
-    "backend", "functions", "random", "__version__",
+    "backend", "functions", "memory", "random", "__version__",
 ]

@@ -115,3 +115,43 @@ def to_gpu(x: Any) -> Any:
             "to_gpu needs cupy and a CUDA device; install the extra: pip install 'memsave[gpu]'"
         )
     return _import_cupy().asarray(_unwrap(x))
+
+
+class GpuMemoryTracker:
+    """Live bytes allocated from CuPy's memory pool while active, with their peak.
+
+    Counts pool allocations (what arrays hold), not what the pool caches.
+    Used by :func:`memsave.memory.measure` with ``device="gpu"``.
+    """
+
+    def __init__(self) -> None:
+        cupy = _import_cupy()
+        if cupy is None:
+            raise RuntimeError("GPU memory tracking needs cupy: pip install 'memsave[gpu]'")
+        from cupy.cuda import memory_hook
+
+        tracker = self
+
+        class _Hook(memory_hook.MemoryHook):
+            name = "memsave_tracker"
+
+            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+                tracker.current += mem_size
+                tracker.peak = max(tracker.peak, tracker.current)
+
+            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+                tracker.current -= mem_size
+
+        self.current = 0
+        self.peak = 0
+        self._hook = _Hook()
+        self._cupy = cupy
+
+    def __enter__(self) -> GpuMemoryTracker:
+        self._cupy.cuda.Device().synchronize()
+        self._hook.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cupy.cuda.Device().synchronize()
+        self._hook.__exit__(*exc)
