@@ -265,14 +265,20 @@ def _wrap_arrays(values: Sequence) -> tuple:
     return tuple(Variable(v, requires_grad=False) if backend.is_array(v) else v for v in values)
 
 
-def _user_stacklevel() -> int:
-    """Stack level of the first frame outside memsave and wrapt (the user's call site)."""
+_warned_sites: set[tuple[str, int]] = set()
+
+
+def _warn_once_per_call_site(message: str) -> None:
+    """Warn at the first frame outside memsave and wrapt (the user's call site), once per site."""
     package_dir = os.path.dirname(os.path.dirname(__file__))
     frame, level = sys._getframe(1), 1
     while frame is not None and (frame.f_code.co_filename.startswith(package_dir)
                                  or "wrapt" in frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
-    return level
+    site = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ("", 0)
+    if site not in _warned_sites:
+        _warned_sites.add(site)
+        warnings.warn(message, UselessCheckpointWarning, stacklevel=level + 1)
 
 
 def run_checkpointed(fn: Callable, args: Sequence, kwargs: dict, *, policy: Policy | None = None,
@@ -288,10 +294,10 @@ def run_checkpointed(fn: Callable, args: Sequence, kwargs: dict, *, policy: Poli
     if node.records:
         freed, kept = node.freed_bytes(), node.kept_bytes
         if freed <= kept:
-            warnings.warn(
+            _warn_once_per_call_site(
                 f"{node.label} frees {freed} bytes but keeps {kept} bytes of inputs alive for "
                 "recomputation: it costs time and saves no memory. Checkpoint larger blocks "
-                "(several layers) instead.", UselessCheckpointWarning, stacklevel=_user_stacklevel())
+                "(several layers) instead.")
     return outputs
 
 
