@@ -1,4 +1,8 @@
-"""Connections with parameters: linear.
+"""Connections with parameters: linear, conv2d, embed_id.
+
+Convolutions keep only ``x`` and ``W`` for backward; the im2col matrix is a
+strided view rebuilt whenever it is needed.  Every gradient is itself a
+FunctionNode with a backward, so convolutions can be differentiated twice.
 
 >>> import numpy as np, memsave as ms
 >>> x, W = ms.Variable(np.ones((4, 3))), ms.Parameter(np.ones((2, 3)))
@@ -9,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from memsave.backend import get_array_module
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
-from memsave.errors import ShapeError
+from memsave.errors import DTypeError, ShapeError
+from memsave.functions._window import Window
 
-__all__ = ["linear"]
+__all__ = ["linear", "conv2d", "embed_id"]
 
 
 class Linear(FunctionNode):
@@ -54,3 +60,214 @@ def linear(x: Any, W: Any, b: Any = None) -> Variable:
         raise ShapeError(f"linear: b has shape {tuple(b.shape)}, expected ({W.shape[0]},)")
     args = (x, W) if b is None else (x, W, b)
     return Linear().apply(*args)[0]
+
+
+# ----- 2-D convolution -------------------------------------------------------------------
+# Three FunctionNodes, each the others' gradient: Convolution2D (y from x, W),
+# Deconvolution2D (x-shaped from y-shaped and W) and Convolution2DGradW (W-shaped from
+# x and y-shaped).  Each keeps only its two inputs; the im2col matrix is rebuilt.
+
+def _conv(x, W, win, groups):
+    """(N, C, H, W) * (O, C/groups, kh, kw) -> (N, O, oh, ow) on raw arrays."""
+    xp = get_array_module(x, W)
+    col = win.im2col(x)
+    n, c, kh, kw, oh, ow = col.shape
+    o = W.shape[0]
+    col = col.reshape(n, groups, (c // groups) * kh * kw, oh * ow)  # the one im2col copy
+    y = xp.matmul(W.reshape(groups, o // groups, -1), col)
+    return y.reshape(n, o, oh, ow)
+
+
+def _deconv(gy, W, win, groups, hw):
+    """Transpose of ``_conv`` in x: (N, O, oh, ow), W -> (N, C, H, W)."""
+    xp = get_array_module(gy, W)
+    n, o, oh, ow = gy.shape
+    _, cg, kh, kw = W.shape
+    col = xp.matmul(W.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1),
+                    gy.reshape(n, groups, o // groups, oh * ow))
+    col = col.reshape(n, groups * cg, kh, kw, oh, ow)
+    return win.col2im(lambda ky, kx: col[:, :, ky, kx], (n, groups * cg) + tuple(hw),
+                      col.dtype, xp)
+
+
+def _conv_grad_w(x, gy, win, groups):
+    """Transpose of ``_conv`` in W: x, (N, O, oh, ow) -> (O, C/groups, kh, kw)."""
+    xp = get_array_module(x, gy)
+    col = win.im2col(x)
+    n, c, kh, kw, oh, ow = col.shape
+    o, cg, p = gy.shape[1], c // groups, oh * ow
+    col = col.reshape(n, groups, cg * kh * kw, p).transpose(1, 0, 3, 2)
+    col = col.reshape(groups, n * p, cg * kh * kw)
+    gy = gy.reshape(n, groups, o // groups, p).transpose(1, 2, 0, 3)
+    gW = xp.matmul(gy.reshape(groups, o // groups, n * p), col)
+    return gW.reshape(o, cg, kh, kw)
+
+
+class Convolution2D(FunctionNode):
+    """``y = conv(x, W) + b``; keeps x and W, not the column matrix."""
+
+    def __init__(self, window, groups):
+        self.window = window
+        self.groups = groups
+
+    def forward(self, x, W, b=None):
+        self.retain_inputs(0, 1)
+        y = _conv(x, W, self.window, self.groups)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, indexes, gy):
+        from memsave.functions.array import sum as sum_
+
+        x, W = self.retained_inputs()
+        gx = gW = gb = None
+        if 0 in indexes:
+            gx = Deconvolution2D(self.window, self.groups, x.shape[2:]).apply(gy, W)[0]
+        if 1 in indexes:
+            gW = Convolution2DGradW(self.window, self.groups).apply(x, gy)[0]
+        if len(self.inputs) == 2:
+            return gx, gW
+        if 2 in indexes:
+            gb = sum_(gy, axis=(0, 2, 3))
+        return gx, gW, gb
+
+
+class Deconvolution2D(FunctionNode):
+    """Gradient of a convolution with respect to its input: x-shaped from (gy, W)."""
+
+    def __init__(self, window, groups, hw):
+        self.window = window
+        self.groups = groups
+        self.hw = tuple(hw)
+
+    def forward(self, gy, W):
+        self.retain_inputs(0, 1)
+        return _deconv(gy, W, self.window, self.groups, self.hw)
+
+    def backward(self, indexes, ggx):
+        gy, W = self.retained_inputs()
+        g_gy = g_W = None
+        if 0 in indexes:
+            g_gy = Convolution2D(self.window, self.groups).apply(ggx, W)[0]
+        if 1 in indexes:
+            g_W = Convolution2DGradW(self.window, self.groups).apply(ggx, gy)[0]
+        return g_gy, g_W
+
+
+class Convolution2DGradW(FunctionNode):
+    """Gradient of a convolution with respect to its filter: W-shaped from (x, gy)."""
+
+    def __init__(self, window, groups):
+        self.window = window
+        self.groups = groups
+
+    def forward(self, x, gy):
+        self.retain_inputs(0, 1)
+        return _conv_grad_w(x, gy, self.window, self.groups)
+
+    def backward(self, indexes, ggW):
+        x, gy = self.retained_inputs()
+        g_x = g_gy = None
+        if 0 in indexes:
+            g_x = Deconvolution2D(self.window, self.groups, x.shape[2:]).apply(gy, ggW)[0]
+        if 1 in indexes:
+            g_gy = Convolution2D(self.window, self.groups).apply(x, ggW)[0]
+        return g_x, g_gy
+
+
+def conv2d(x: Any, W: Any, b: Any = None, stride: Any = 1, pad: Any = 0, dilation: Any = 1,
+           groups: int = 1) -> Variable:
+    """2-D convolution (cross-correlation, as in Chainer and PyTorch) of ``x`` (N, C, H, W)
+    with filters ``W`` (C_out, C/groups, kh, kw); ``stride``, ``pad`` and ``dilation`` are
+    ints or (vertical, horizontal) pairs.  Output: (N, C_out, oh, ow) with
+    ``oh = (H + 2*pad - dilation*(kh - 1) - 1) // stride + 1``.
+
+    >>> import numpy as np
+    >>> x = Variable(np.ones((1, 2, 5, 5)))
+    >>> conv2d(x, np.ones((4, 2, 3, 3)), np.zeros(4), stride=2, pad=1).shape
+    (1, 4, 3, 3)
+    """
+    if len(x.shape) != 4 or len(W.shape) != 4:
+        raise ShapeError(f"conv2d needs x of shape (N, C, H, W) and W of shape (C_out, "
+                         f"C/groups, kh, kw); got x {tuple(x.shape)} and W {tuple(W.shape)}")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    _, c, h, w = x.shape
+    o, cg, kh, kw = W.shape
+    if c % groups or o % groups:
+        raise ShapeError(f"conv2d: groups={groups} must divide the {c} channels of x "
+                         f"{tuple(x.shape)} and the {o} filters of W {tuple(W.shape)}")
+    if cg * groups != c:
+        raise ShapeError(f"conv2d: x has shape {tuple(x.shape)} ({c} channels) but W has shape "
+                         f"{tuple(W.shape)}; expected W of shape ({o}, {c // groups}, {kh}, {kw})"
+                         f" (C_out, C/groups, kh, kw) with groups={groups}")
+    if b is not None and tuple(b.shape) != (o,):
+        raise ShapeError(f"conv2d: b has shape {tuple(b.shape)}, expected ({o},)")
+    win = Window.make((kh, kw), stride, pad, dilation)
+    oh, ow = win.out_size(h, w)
+    if oh < 1 or ow < 1:
+        raise ShapeError(f"conv2d: input of spatial size {(h, w)} is smaller than the dilated "
+                         f"kernel {(win.dy * (kh - 1) + 1, win.dx * (kw - 1) + 1)} with "
+                         f"pad {(win.ph, win.pw)}")
+    args = (x, W) if b is None else (x, W, b)
+    return Convolution2D(win, groups).apply(*args)[0]
+
+
+# ----- embeddings ----------------------------------------------------------------------------
+
+class EmbedID(FunctionNode):
+    """``W[ids]``; keeps only the integer ids."""
+
+    def forward(self, ids, W):
+        self.save_for_backward(ids)
+        return W[ids]
+
+    def backward(self, indexes, gy):
+        ids, = self.saved
+        return None, EmbedIDGrad(self.inputs[1].shape).apply(ids, gy)[0]
+
+
+class EmbedIDGrad(FunctionNode):
+    """Scatter-add of row gradients into a zero matrix of the embedding's shape."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, ids, gy):
+        xp = get_array_module(gy)
+        self.save_for_backward(ids)
+        gW = xp.zeros(self.shape, dtype=gy.dtype)
+        if xp.__name__ == "numpy":
+            xp.add.at(gW, ids, gy)
+        else:
+            gW.scatter_add(ids, gy)
+        return gW
+
+    def backward(self, indexes, ggW):
+        ids, = self.saved
+        return None, EmbedID().apply(ids, ggW)[0]
+
+
+def embed_id(ids: Any, W: Any) -> Variable:
+    """Look up rows of ``W`` (vocab, dim) for integer ``ids`` of any shape: (*ids.shape, dim).
+
+    The gradient adds each row's gradient into ``W``'s rows (repeated ids accumulate).
+
+    >>> import numpy as np
+    >>> embed_id(np.array([[2, 0]]), Variable(np.arange(6.0).reshape(3, 2))).array
+    array([[[4., 5.],
+            [0., 1.]]])
+    """
+    ids = ids.array if isinstance(ids, Variable) else ids
+    if not hasattr(ids, "dtype") or ids.dtype.kind not in "iu":
+        raise DTypeError(f"embed_id: ids must be an integer array, got "
+                         f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    if len(W.shape) != 2:
+        raise ShapeError(f"embed_id: W must have shape (vocab, dim), got {tuple(W.shape)}")
+    vocab = W.shape[0]
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        raise ValueError(f"embed_id: id {int(ids[bad].ravel()[0])} is out of range for a "
+                         f"vocabulary of {vocab} rows (ids must be in [0, {vocab}))")
+    return EmbedID().apply(ids, W)[0]
