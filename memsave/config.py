@@ -3,9 +3,9 @@
 Each thread and each asyncio task sees its own values; a new thread starts from
 the defaults.
 
->>> from memsave import config
->>> with config.no_grad():
-...     config.config.enable_backprop
+>>> from memsave.config import config, no_grad
+>>> with no_grad():
+...     config.enable_backprop
 False
 """
 from __future__ import annotations

@@ -69,8 +69,8 @@ def _compare(name: str, analytic: Any, numeric: Any, atol: float, rtol: float) -
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise GradcheckError(
-            f"{name}: gradient mismatch at index {idx}: analytic {analytic[idx]!r} vs "
-            f"numeric {numeric[idx]!r} ({int(bad.sum())} of {bad.size} elements differ; "
+            f"{name}: gradient mismatch at index {idx}: analytic {float(analytic[idx])!r} vs "
+            f"numeric {float(numeric[idx])!r} ({int(bad.sum())} of {bad.size} elements differ; "
             f"atol={atol}, rtol={rtol})")
 
 
@@ -94,12 +94,12 @@ def gradcheck(fn: Callable, inputs: Sequence[Any], grad_outputs: Sequence[Any] |
     xs = [Variable(a, requires_grad=a.dtype.kind == "f") for a in arrays]
     ys = _as_outputs(fn(*xs))
     gys = grad_outputs or _random_like([y.array for y in ys], seed)
-    wrt = [x for x in xs if x.requires_grad]
-    analytic = grad(ys, wrt, [backend.asarray(g, y.xp) for g, y in zip(gys, ys)], allow_unused=True)
+    positions = [i for i, x in enumerate(xs) if x.requires_grad]
+    analytic = grad(ys, [xs[i] for i in positions],
+                    [backend.asarray(g, y.xp) for g, y in zip(gys, ys)], allow_unused=True)
     numeric = numerical_grad(fn, arrays, gys, eps)
-    numeric = [n for n, x in zip(numeric, xs) if x.requires_grad]
-    for i, (a, n) in enumerate(zip(analytic, numeric)):
-        _compare(f"input {i}", None if a is None else a.array, n, atol, rtol)
+    for i, a in zip(positions, analytic):
+        _compare(f"input {i}", None if a is None else a.array, numeric[i], atol, rtol)
     return True
 
 

@@ -55,10 +55,16 @@ def seed(n: int) -> None:
 def get_state() -> dict[str, Any]:
     """A snapshot of every RNG a stochastic op may draw from.
 
+    Generators are created first if need be, so that a snapshot taken before the
+    first draw still replays that draw (an unseeded generator starts from OS entropy).
+
     >>> s = get_state(); x = np.random.rand(); set_state(s)
     >>> x == np.random.rand()
     True
     """
+    get_generator(np)
+    if backend._cupy is not None:
+        get_generator(backend._cupy)
     return {
         "memsave": {k: g.bit_generator.state for k, g in _generators.items()},
         "numpy": np.random.get_state(),
@@ -73,9 +79,6 @@ def set_state(state: dict[str, Any]) -> None:
     for key, bit_state in state["memsave"].items():
         xp = np if key == "numpy" else backend._import_cupy()
         get_generator(xp).bit_generator.state = bit_state
-    for key in list(_generators):
-        if key not in state["memsave"]:
-            del _generators[key]
     np.random.set_state(state["numpy"])
 
 

@@ -157,9 +157,10 @@ class Variable:
         return len(self._array)
 
     def __repr__(self) -> str:
-        body = repr(self._array).replace("\n", "\n" + " " * 9)
+        prefix = type(self).__name__ + "("
+        body = repr(self._array).replace("\n", "\n" + " " * len(prefix))
         name = f", name={self.name!r}" if self.name else ""
-        return f"Variable({body}{name})"
+        return f"{prefix}{body}{name})"
 
     # ----- gradients --------------------------------------------------------------
     @property
@@ -205,8 +206,9 @@ class Variable:
                  create_graph=create_graph)
 
     def unchain(self) -> None:
-        """Cut this Variable from its history: it becomes a leaf; the graph behind it can be freed."""
-        self._node = VariableNode(self, self._node.requires_grad, self._node.name)
+        """Cut this Variable from its history, as Chainer does: backward stops here, also for
+        ops already built on it, and the graph behind it can be freed (truncated BPTT)."""
+        self._node.creator = None
 
     def detach(self) -> Variable:
         """A new leaf Variable sharing the array, with requires_grad=False."""
@@ -313,9 +315,6 @@ class Parameter(Variable):
 
     def __init__(self, array: Any, name: str | None = None) -> None:
         super().__init__(array, name=name, requires_grad=True)
-
-    def __repr__(self) -> str:
-        return "Parameter" + super().__repr__()[len("Variable"):]
 
 
 def _raw(x: Any) -> Any:
