@@ -10,6 +10,7 @@
 # core.variable first: it pulls in the function families that define its operators.
 from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
 from memsave import backend, functions, memory, random  # noqa: F401,E402
+from memsave import nn, optim, testing  # noqa: F401,E402
 from memsave.remat.decorator import checkpointed
 from memsave.remat.forget import forget
 from memsave.remat.recompute import checkpoint
@@ -31,5 +32,5 @@ __all__ = [
     "config", "using_config", "no_grad", "enable_grad", "is_grad_enabled",
     "CheckpointError", "ShapeError", "DTypeError", "UselessCheckpointWarning",
     "gradcheck", "gradgradcheck", "numerical_grad",
-    "backend", "functions", "memory", "random", "__version__",
+    "backend", "functions", "memory", "nn", "optim", "random", "testing", "__version__",
 ]

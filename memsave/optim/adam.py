@@ -1,0 +1,92 @@
+"""Adam and AdamW (PyTorch's formulas, bias-corrected moments).
+
+>>> import numpy as np, memsave as ms
+>>> w = ms.Parameter(np.array([1.0])); w.grad = np.array([123.0])
+>>> Adam([w], lr=0.1).step(); w.array   # the first step moves by lr, whatever the gradient's size
+array([0.9])
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+from memsave.backend import get_array_module
+from memsave.core.variable import Variable
+from memsave.optim.optimizer import Optimizer
+
+__all__ = ["Adam", "AdamW"]
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015); ``weight_decay`` is an L2 term added to the gradient.
+
+    Per step t (from 1)::
+
+        g = grad + weight_decay * p
+        m = b1 * m + (1 - b1) * g;   v = b2 * v + (1 - b2) * g * g
+        p = p - lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+
+    >>> import numpy as np, memsave as ms
+    >>> w = ms.Parameter(np.array([0.0, 0.0]))
+    >>> opt = Adam([w], lr=0.01)
+    >>> w.grad = np.array([1.0, -1.0]); opt.step(); w.array
+    array([-0.01,  0.01])
+    """
+
+    hyperparameters = ("lr", "betas", "eps", "weight_decay")
+    decoupled_weight_decay = False
+
+    def __init__(self, params: Iterable[Variable], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas}")
+        if lr < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"{type(self).__name__}: lr ({lr}), eps ({eps}) and weight_decay "
+                             f"({weight_decay}) must be >= 0")
+        super().__init__(params)
+        self.lr = float(lr)
+        self.betas = (float(b1), float(b2))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def update_one(self, param: Variable, grad: Any, state: dict[str, Any]) -> None:
+        xp = get_array_module(param.array)
+        p = param.array
+        b1, b2 = self.betas
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p)
+            state["exp_avg_sq"] = xp.zeros_like(p)
+        state["step"] += 1
+        t = state["step"]
+        if self.weight_decay:
+            if self.decoupled_weight_decay:
+                p *= 1.0 - self.lr * self.weight_decay
+            else:
+                grad = grad + self.weight_decay * p
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= b1
+        m += (1.0 - b1) * grad
+        v *= b2
+        v += (1.0 - b2) * grad * grad
+        denom = xp.sqrt(v) / math.sqrt(1.0 - b2 ** t) + self.eps
+        p -= (self.lr / (1.0 - b1 ** t)) * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): ``p *= 1 - lr * wd`` first.
+
+    >>> import numpy as np, memsave as ms
+    >>> w = ms.Parameter(np.array([1.0])); w.grad = np.array([0.0])
+    >>> AdamW([w], lr=0.1, weight_decay=0.5).step(); w.array   # zero gradient: decay only
+    array([0.95])
+    """
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params: Iterable[Variable], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
