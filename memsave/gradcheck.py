@@ -105,7 +105,11 @@ def gradcheck(fn: Callable, inputs: Sequence[Any], grad_outputs: Sequence[Any] |
 
 def gradgradcheck(fn: Callable, inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1e-4,
                   rtol: float = 1e-3, seed: int = 0) -> bool:
-    """Check second derivatives: gradcheck of ``x -> grad(fn(x), x, gy, create_graph=True)``.
+    """Check second derivatives: gradcheck of ``(x, gy) -> grad(fn(x), x, gy, create_graph=True)``.
+
+    The output gradients ``gy`` are inputs of the check too, so a backward that
+    treats them as constants (``gy.array``) is caught, not only one that treats
+    retained inputs as constants.
 
     >>> import numpy as np, memsave.functions as F
     >>> gradgradcheck(F.tanh, [np.array([0.3, -0.2])])
@@ -114,14 +118,15 @@ def gradgradcheck(fn: Callable, inputs: Sequence[Any], eps: float = 1e-6, atol: 
     arrays = [np.asarray(a) if not backend.is_array(a) else a for a in inputs]
     with no_grad():
         probe = _as_outputs(fn(*[Variable(a) for a in arrays]))
-    gys = _random_like([y.array for y in probe], seed)
+    gys = [backend.asarray(g, y.xp) for g, y in zip(_random_like([y.array for y in probe], seed), probe)]
     float_idx = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"]
+    n = len(arrays)
 
-    def first_grad(*xs: Variable) -> tuple[Variable, ...]:
+    def first_grad(*xs_and_gys: Variable) -> tuple[Variable, ...]:
+        xs, gy_vars = xs_and_gys[:n], xs_and_gys[n:]
         ys = _as_outputs(fn(*xs))
         wrt = [xs[i] for i in float_idx]
-        gs = grad(ys, wrt, [backend.asarray(g, y.xp) for g, y in zip(gys, ys)],
-                  create_graph=True, allow_unused=True)
+        gs = grad(ys, wrt, list(gy_vars), create_graph=True, allow_unused=True)
         return tuple(g if g is not None else 0 * x for g, x in zip(gs, wrt))
 
-    return gradcheck(first_grad, arrays, eps=eps, atol=atol, rtol=rtol, seed=seed + 1)
+    return gradcheck(first_grad, arrays + gys, eps=eps, atol=atol, rtol=rtol, seed=seed + 1)

@@ -280,6 +280,8 @@ def matmul(a: Any, b: Any) -> Variable:
         raise ShapeError(f"matmul shape mismatch: {a_shape} @ {b_shape} "
                          f"(inner dimensions {a_shape[-1]} and "
                          f"{b_shape[-2 if len(b_shape) > 1 else 0]} differ)")
+    if len(a_shape) == 1 and len(b_shape) == 1:
+        return reshape(matmul(reshape(a, (1,) + a_shape), reshape(b, b_shape + (1,))), ())
     if len(a_shape) == 1:
         return reshape(matmul(reshape(a, (1,) + a_shape), b), b_shape[:-2] + b_shape[-1:])
     if len(b_shape) == 1:
