@@ -77,11 +77,12 @@ class _SlotRecord:
 
 
 def _fingerprint(array: Any) -> tuple[float, ...]:
-    """Sum and three sampled values: a cheap summary that catches recomputed values drifting."""
+    """Sum and about 64 evenly spaced values: a cheap summary that catches recomputed values
+    drifting (a different dropout mask included)."""
     flat = array.reshape(-1)
     if flat.size == 0:
         return ()
-    picks = flat[[0, flat.size // 2, flat.size - 1]]
+    picks = flat[::max(1, flat.size // 64)]
     return (float(flat.sum()),) + tuple(float(v) for v in backend.to_cpu(picks))
 
 
@@ -130,12 +131,12 @@ class RecomputeNode:
                                if v.creator is None)
 
     # ----- forward ----------------------------------------------------------------
-    def _keeps(self, array: Any, op: Any) -> bool:
-        return id(array) in self._input_ids or (self.policy is not None and self.policy(op, array))
+    def _keeps(self, array: Any, op: Any, input_ids: set[int]) -> bool:
+        return id(array) in input_ids or (self.policy is not None and self.policy(op, array))
 
     def pack(self, array: Any, op: Any) -> _Kept | _Slot:
         """Forward-time hook: keep inputs and policy-saved arrays, replace the rest by slots."""
-        if self._keeps(array, op):
+        if self._keeps(array, op, self._input_ids):
             return _Kept(array)
         index = len(self.records)
         self.records.append(_SlotRecord(op.label, array, self.check == "checksum"))
@@ -169,6 +170,7 @@ class RecomputeNode:
         """Forget the caller's Variables; recomputation uses the inputs saved in ``_inputs``."""
         self._args = tuple(None if isinstance(a, Variable) else a for a in self._args)
         self._kwargs = {k: None if isinstance(v, Variable) else v for k, v in self._kwargs.items()}
+        self._input_ids = set()
 
     # ----- backward ---------------------------------------------------------------
     def take(self, index: int) -> Any:
@@ -191,10 +193,14 @@ class RecomputeNode:
         """Re-run ``fn`` and fill every slot that is still needed."""
         needed = self.alive - set(self.filled)
         count = 0
+        args, kwargs = self._fresh_arguments()
+        # The arrays passed in now, not those of the forward pass: those may be gone and
+        # their ids reused.
+        input_ids = {id(v.array) for _, v in _variable_arguments(args, kwargs)}
 
         def fill(array: Any, op: Any) -> None:
             nonlocal count
-            if self._keeps(array, op):
+            if self._keeps(array, op, input_ids):
                 return None
             index = count
             count += 1
@@ -206,7 +212,6 @@ class RecomputeNode:
                     raise _StopRecompute
             return None
 
-        args, kwargs = self._fresh_arguments()
         outer_state = random.get_state() if self.rng_state is not None else None
         self.recomputations += 1
         try:
