@@ -34,9 +34,10 @@ class TanhGrad(FunctionNode):
 
     def forward(self, y, gy):
         self.retain_inputs(0, 1)
-        gx = y * y
-        get_array_module(y).subtract(1, gx, out=gx)
-        gx *= gy
+        xp = get_array_module(y)
+        gx = xp.multiply(y, y, out=xp.empty_like(y))
+        xp.subtract(1, gx, out=gx)
+        xp.multiply(gx, gy, out=gx)
         return gx
 
     def backward(self, indexes, ggx):
