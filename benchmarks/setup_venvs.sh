@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the comparison venvs under benchmarks/.venvs/ (idempotent).
 #   torch   : torch==2.13.0 (CPU wheel; never install an unpinned torch)
-#   chainer : chainer==7.8.1 on numpy<2 (needs setuptools<70, no build isolation)
+#   chainer : chainer==7.8.1 on numpy<2 (built with setuptools<70 + wheel, no build isolation)
 # Usage: bash benchmarks/setup_venvs.sh [torch] [chainer]   (default: both)
 set -euo pipefail
 
@@ -39,7 +39,7 @@ setup_torch() {
 setup_chainer() {
     make_venv chainer \
         "import chainer, numpy; assert chainer.__version__ == '7.8.1'" \
-        "setuptools<70 numpy<2" \
+        "setuptools<70 wheel numpy<2" \
         "--no-build-isolation chainer==7.8.1"
 }
 

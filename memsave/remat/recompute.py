@@ -313,7 +313,7 @@ def checkpoint(fn: Callable, *args: Any, policy: Policy | None = None,
 
     ndarray arguments become Variables; other arguments pass through; the result
     has whatever structure ``fn`` returns.  ``policy(op, array) -> bool`` may keep
-    some arrays for real (see :mod:`memsave.remat.policies`).
+    some arrays for real (memory only: the recomputation still runs until every dropped array it needs is refilled).
     ``preserve_rng_state`` replays dropout and other draws exactly.
     ``determinism_check``: ``"metadata"`` (op, shape, dtype of every saved array),
     ``"checksum"`` (also a value fingerprint) or ``"none"``.

@@ -1,0 +1,101 @@
+"""Workload W in memsave, with ``ms.checkpoint`` and ``ms.checkpoint_sequential``.
+
+    none  plain forward + backward
+    each  ``ms.checkpoint(layer, h, weight, bias)`` around every layer
+    sqrt  ``ms.checkpoint_sequential(layers, x, segments=segments)``
+
+Memory is measured with ``memsave.memory.measure()``, whose ``.peak`` is taken to be the
+peak live bytes above the level at the start of the ``with`` block.  Run with an
+interpreter where memsave is installed (``pip install -e .``):
+
+    python benchmarks/memsave_bench.py --strategy sqrt --json
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from workload import (
+    LayerCounter,
+    Step,
+    W,
+    Workload,
+    base_versions,
+    bench_parser,
+    emit,
+    init_arrays,
+    run_benchmark,
+)
+
+import memsave as ms
+import memsave.functions as F
+import memsave.memory
+
+COUNTER = LayerCounter()
+Params = list[tuple[ms.Variable, ms.Variable]]
+
+
+def layer(h: ms.Variable, weight: ms.Variable, bias: ms.Variable) -> ms.Variable:
+    """Linear + tanh; counts its forwards."""
+    COUNTER.tick()
+    return F.tanh(F.linear(h, weight, bias))
+
+
+def bound_layer(weight: ms.Variable, bias: ms.Variable) -> Callable[[ms.Variable], ms.Variable]:
+    """:func:`layer` with its parameters fixed, for ``checkpoint_sequential``."""
+    return lambda h: layer(h, weight, bias)
+
+
+def run_model(params: Params, x: ms.Variable, wl: Workload, strategy: str) -> ms.Variable:
+    """Output of the layers of ``params`` on ``x`` under ``strategy``."""
+    if strategy == "sqrt":
+        return ms.checkpoint_sequential([bound_layer(w, b) for w, b in params], x,
+                                        segments=wl.segments)
+    h = x
+    for weight, bias in params:
+        if strategy == "each":
+            h = ms.checkpoint(layer, h, weight, bias)
+        else:
+            h = layer(h, weight, bias)
+    return h
+
+
+def build(wl: Workload, strategy: str) -> Step:
+    """A step closure on ``wl``'s parameters: forward, loss, backward, cleargrad."""
+    weights, biases, x_np = init_arrays(wl)
+    params = [(ms.Variable(w), ms.Variable(b)) for w, b in zip(weights, biases)]
+    x = ms.Variable(x_np, requires_grad=False)
+
+    def step() -> None:
+        y = run_model(params, x, wl, strategy)
+        loss = F.sum(y * y) / wl.batch
+        loss.backward()
+        for weight, bias in params:
+            weight.cleargrad()
+            bias.cleargrad()
+
+    return step
+
+
+def measured_peak(step: Step) -> int:
+    """Peak live bytes of ``step`` as reported by ``memsave.memory.measure()``."""
+    with memsave.memory.measure() as usage:
+        step()
+    return int(usage.peak)
+
+
+def versions() -> dict[str, str]:
+    """Python, NumPy and memsave versions."""
+    return {**base_versions(), "memsave": ms.__version__}
+
+
+def main() -> int:
+    args = bench_parser(__doc__.splitlines()[0]).parse_args()
+    step = build(W, args.strategy)
+    emit(run_benchmark("memsave", args.strategy, step, COUNTER, measured_peak, args.repeats,
+                       versions()), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
