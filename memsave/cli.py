@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 import memsave
-from memsave import demo
+from memsave import bench, demo
 from memsave.demo import DemoConfig, DemoError
 
 
@@ -38,7 +38,59 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device,
                       help="run on the CPU (NumPy) or the GPU (CuPy) (default: %(default)s)")
     demo_parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    _add_bench_parser(sub)
     return parser
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bench", help="measure peak memory and step time of checkpointing strategies",
+        description="Run one workload under several checkpointing strategies in this process "
+                    "and report peak live bytes (tracemalloc), step times, layer forwards and "
+                    "ratios against the plain step.")
+    parser.add_argument("workload", choices=bench.WORKLOADS, help="mlp is the reference workload W")
+    parser.add_argument("--strategies", nargs="+", default=["none", "each", "sqrt"],
+                        help="none, each, sqrt, segments=K (default: %(default)s)")
+    parser.add_argument("--depth", type=int, default=0, help="layers/blocks (0: the workload's default)")
+    parser.add_argument("--width", type=int, default=0, help="width/channels (0: default)")
+    parser.add_argument("--batch", type=int, default=0, help="batch size (0: default)")
+    parser.add_argument("--seq", type=int, default=0, help="sequence length / image side (0: default)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per strategy")
+    parser.add_argument("--seed", type=int, default=0)
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    out.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw memory vs time (needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
+def _progress(enabled: bool):
+    if enabled:
+        try:
+            from tqdm import tqdm
+            return lambda items: tqdm(items, desc="strategies", leave=False)
+        except ImportError:
+            pass
+    return iter
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """``memsave bench``: measure the strategies on one workload and print the result."""
+    try:
+        for strategy in args.strategies:
+            bench.parse_strategy(strategy)
+        workload = bench.make_workload(args.workload, depth=args.depth, width=args.width,
+                                       batch=args.batch, seq=args.seq, seed=args.seed)
+    except ValueError as err:
+        print(f"memsave bench: error: {err}", file=sys.stderr)
+        return 2
+    rows = bench.run_benchmark(workload, args.strategies, repeats=args.repeats,
+                               progress=_progress(not args.no_progress))
+    print(bench.format_json(rows) if args.json else bench.format_csv(rows) if args.csv
+          else bench.format_table(rows))
+    if args.plot:
+        bench.plot(rows, args.plot)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -59,5 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return _demo(args)
+    if args.command == "bench":
+        return _bench(args)
     build_parser().print_help()
     return 0

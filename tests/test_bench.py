@@ -44,3 +44,22 @@ def test_output_formats():
     assert json.loads(bench.format_json(rows))[0]["strategy"] == "none"
     assert bench.format_csv(rows).splitlines()[0].startswith("workload,strategy,peak_bytes")
     assert "peak ratio" in bench.format_table(rows)
+
+
+def test_cli_bench_prints_table_and_json(capsys):
+    from memsave.cli import main
+
+    assert main(["bench", "mlp", "--depth", "4", "--width", "8", "--batch", "4",
+                 "--repeats", "1", "--no-progress", "--strategies", "none", "sqrt"]) == 0
+    out = capsys.readouterr().out
+    assert "peak ratio" in out and "sqrt" in out
+    assert main(["bench", "mlp", "--depth", "2", "--width", "4", "--batch", "2", "--repeats", "1",
+                 "--no-progress", "--json", "--strategies", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["layer_forwards"] == 2
+
+
+def test_cli_bench_rejects_bad_strategy(capsys):
+    from memsave.cli import main
+
+    assert main(["bench", "mlp", "--strategies", "every", "--no-progress"]) == 2
+    assert "unknown strategy 'every'" in capsys.readouterr().err
