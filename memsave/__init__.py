@@ -7,7 +7,8 @@
 >>> x.grad.shape
 (2, 3)
 """
-# core.variable first: it pulls in the function families that define its operators.
+# ruff: noqa: I001 - the order matters: core.variable first, since it pulls in the function
+# families that define its operators (and they import core.function, which needs Variable).
 from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
 from memsave import backend, functions, memory, random  # noqa: F401,E402
 from memsave import nn, optim, testing  # noqa: F401,E402

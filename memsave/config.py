@@ -11,8 +11,9 @@ False
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Iterator
+from typing import Any
 
 _DEFAULTS = {
     "enable_backprop": True,       # build the graph and keep what backward needs
@@ -30,10 +31,7 @@ class _Config:
     __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return _VARS[name].get()
-        except KeyError:
-            raise AttributeError(f"memsave.config has no field {name!r}; fields: {list(_VARS)}")
+        return _var(name).get()
 
     def __setattr__(self, name: str, value: Any) -> None:
         _var(name).set(value)
@@ -49,7 +47,7 @@ def _var(name: str) -> ContextVar:
     try:
         return _VARS[name]
     except KeyError:
-        raise AttributeError(f"memsave.config has no field {name!r}; fields: {list(_VARS)}")
+        raise AttributeError(f"memsave.config has no field {name!r}; fields: {list(_VARS)}") from None
 
 
 @contextlib.contextmanager

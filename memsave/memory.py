@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import tracemalloc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from memsave import backend
 from memsave.core import hooks
-from memsave.core.variable import Variable
 
 MiB = 1 << 20
 
@@ -115,8 +115,8 @@ def saved_residuals(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[R
     listed; an array saved by several ops is listed once.  A checkpointed call shows
     up as the inputs it keeps for recomputation.
 
-    >>> import numpy as np, memsave.functions as F
-    >>> [r.op for r in saved_residuals(lambda x: F.tanh(F.tanh(x)), Variable(np.ones(3)))]
+    >>> import numpy as np, memsave as ms, memsave.functions as F
+    >>> [r.op for r in saved_residuals(lambda x: F.tanh(F.tanh(x)), ms.Variable(np.ones(3)))]
     ['Tanh', 'Tanh']
     """
     found: dict[int, tuple[Any, Residual]] = {}
@@ -137,8 +137,8 @@ def saved_residuals(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[R
 def saved_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """Total bytes :func:`saved_residuals` reports.
 
-    >>> import numpy as np, memsave.functions as F
-    >>> saved_bytes(lambda x: F.tanh(x) * 2.0, Variable(np.ones(4)))
+    >>> import numpy as np, memsave as ms, memsave.functions as F
+    >>> saved_bytes(lambda x: F.tanh(x) * 2.0, ms.Variable(np.ones(4)))
     32
     """
     return sum(r.nbytes for r in saved_residuals(fn, *args, **kwargs))

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from memsave import backend
 from memsave.config import using_config

@@ -19,8 +19,9 @@ the one packed.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator
+from typing import Any
 
 Pack = Callable[[Any, Any], Any]
 Unpack = Callable[[Any], Any]

@@ -6,10 +6,10 @@ array([0., 0.])
 """
 from memsave.functions.activation import *  # noqa: F401,F403
 from memsave.functions.array import *  # noqa: F401,F403
-from memsave.functions.connection import *  # noqa: F401,F403
-from memsave.functions.math import *  # noqa: F401,F403
-from memsave.functions.pooling import *  # noqa: F401,F403
-from memsave.functions.normalization import *  # noqa: F401,F403
-from memsave.functions.noise import *  # noqa: F401,F403
 from memsave.functions.attention import *  # noqa: F401,F403
+from memsave.functions.connection import *  # noqa: F401,F403
 from memsave.functions.loss import *  # noqa: F401,F403
+from memsave.functions.math import *  # noqa: F401,F403
+from memsave.functions.noise import *  # noqa: F401,F403
+from memsave.functions.normalization import *  # noqa: F401,F403
+from memsave.functions.pooling import *  # noqa: F401,F403

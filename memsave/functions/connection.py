@@ -33,7 +33,8 @@ class Linear(FunctionNode):
         return y
 
     def backward(self, indexes, gy):
-        from memsave.functions.array import reshape, sum as sum_
+        from memsave.functions.array import reshape
+        from memsave.functions.array import sum as sum_
         from memsave.functions.math import matmul
 
         x, W = self.retained_inputs()

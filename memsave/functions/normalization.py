@@ -64,7 +64,8 @@ class LayerNormalization(FunctionNode):
         return (x - mu) * inv_std * gamma + beta
 
     def backward(self, indexes, gy):
-        from memsave.functions.array import reshape, sum as sum_
+        from memsave.functions.array import reshape
+        from memsave.functions.array import sum as sum_
 
         x, gamma = self.retained_inputs()
         gx, x_hat = _normalized_grad(x, gamma, gy, (-1,), self.eps)
@@ -105,7 +106,8 @@ class BatchNormalization(FunctionNode):
         return y
 
     def backward(self, indexes, gy):
-        from memsave.functions.array import reshape, sum as sum_
+        from memsave.functions.array import reshape
+        from memsave.functions.array import sum as sum_
 
         x, gamma = self.retained_inputs()
         axes = _batch_axes(x.ndim)
@@ -131,7 +133,8 @@ class FixedBatchNormalization(FunctionNode):
         return (x - mean) * (inv_std * gamma.reshape(shape)) + beta.reshape(shape)
 
     def backward(self, indexes, gy):
-        from memsave.functions.array import reshape, sum as sum_
+        from memsave.functions.array import reshape
+        from memsave.functions.array import sum as sum_
 
         x, gamma = self.retained_inputs()
         mean, inv_std = self.saved

@@ -8,7 +8,8 @@
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Sequence, overload
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 

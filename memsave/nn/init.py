@@ -14,7 +14,8 @@ re-initialise a parameter in place: ``p.array[...] = init.xavier_uniform(p.shape
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

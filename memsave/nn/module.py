@@ -22,7 +22,8 @@ array([1., 1., 1.], dtype=float32)
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 

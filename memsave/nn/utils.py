@@ -10,7 +10,7 @@ array([0.6, 0.8])
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from memsave import backend
 from memsave.core.variable import Variable

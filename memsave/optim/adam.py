@@ -8,7 +8,8 @@ array([0.9])
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from memsave.backend import get_array_module
 from memsave.core.variable import Variable

@@ -16,7 +16,8 @@ array([0., 0.])
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from memsave import backend
 from memsave.core.variable import Variable

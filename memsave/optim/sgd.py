@@ -7,7 +7,8 @@ array([0.95])
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from memsave.core.variable import Variable
 from memsave.optim.optimizer import Optimizer

@@ -1,1 +1,2 @@
-"""Activation checkpointing (rematerialization): recompute a function's intermediates in backward instead of storing them."""
+"""Activation checkpointing (rematerialization): recompute intermediates in backward
+instead of storing them."""

@@ -11,11 +11,12 @@ array([3., 3., 3., 3., 3.])
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from memsave import backend
-from memsave.remat.recompute import run_checkpointed
 from memsave.core.variable import Variable
+from memsave.remat.recompute import run_checkpointed
 
 
 def forget(func: Callable[..., Any], *xs: Any) -> Variable | tuple[Variable, ...]:

@@ -21,7 +21,8 @@ import os
 import sys
 import warnings
 import weakref
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from memsave import backend, random
 from memsave.config import config, using_config
@@ -313,7 +314,8 @@ def checkpoint(fn: Callable, *args: Any, policy: Policy | None = None,
 
     ndarray arguments become Variables; other arguments pass through; the result
     has whatever structure ``fn`` returns.  ``policy(op, array) -> bool`` may keep
-    some arrays for real (memory only: the recomputation still runs until every dropped array it needs is refilled).
+    some arrays for real (memory only: the recomputation still runs until every
+    dropped array it needs is refilled).
     ``preserve_rng_state`` replays dropout and other draws exactly.
     ``determinism_check``: ``"metadata"`` (op, shape, dtype of every saved array),
     ``"checksum"`` (also a value fingerprint) or ``"none"``.

@@ -7,7 +7,7 @@ False
 """
 from __future__ import annotations
 
-from memsave.config import config, using_config
+from memsave.config import config
 
 
 class checkpointing:  # noqa: N801 - used like a function, as in `with checkpointing(False):`

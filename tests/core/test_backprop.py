@@ -1,4 +1,4 @@
-"""backward() and grad(): accumulation, retain/create graph, deep graphs, memory (memsave/core/backprop.py)."""
+"""backward() and grad(): accumulation, retain/create graph, deep graphs, memory."""
 import gc
 import subprocess
 import sys

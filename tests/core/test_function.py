@@ -1,4 +1,4 @@
-"""FunctionNode: forward/backward protocol, graph links, what is kept for backward (memsave/core/function.py)."""
+"""FunctionNode: forward/backward protocol, graph links, what is kept for backward."""
 import gc
 import weakref
 

@@ -1,7 +1,8 @@
 """scaled_dot_product_attention against NumPy: plain, causal, masked; derivatives."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import memsave as ms
 import memsave.functions as F

@@ -1,7 +1,8 @@
 """conv2d against a naive loop, embed_id; first and second derivatives of both."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import memsave as ms
 import memsave.functions as F

@@ -1,7 +1,8 @@
 """dropout: replayable masks, expectation, evaluation mode, derivatives, what it keeps."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import memsave as ms
 import memsave.functions as F

@@ -1,7 +1,8 @@
 """layer_norm and batch_norm: values, derivatives, running statistics, what they keep."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import memsave as ms
 import memsave.functions as F

@@ -1,7 +1,8 @@
 """Max and average pooling against naive loops; first and second derivatives."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import memsave as ms
 import memsave.functions as F

@@ -1,7 +1,8 @@
 """Shared helpers for layer tests: gradcheck of a module w.r.t. its inputs and parameters."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
