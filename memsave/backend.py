@@ -87,6 +87,20 @@ def asarray(x: Any, xp: ModuleType | None = None, dtype: Any = None) -> Any:
     return xp.asarray(_unwrap(x), dtype=dtype)
 
 
+def scatter_add(target: Any, index: Any, values: Any) -> None:
+    """``target[index] += values`` in place, adding once per occurrence of a repeated index.
+
+    >>> a = numpy.zeros(3); scatter_add(a, numpy.array([0, 0, 2]), numpy.ones(3)); a
+    array([2., 0., 1.])
+    """
+    if _is_cupy_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        numpy.add.at(target, index, values)
+
+
 def to_cpu(x: Any) -> numpy.ndarray:
     """Copy an array (or Variable's array) to host memory as a NumPy array.
 

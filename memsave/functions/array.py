@@ -18,7 +18,7 @@ from typing import Any
 import numpy
 
 from memsave import backend
-from memsave.backend import get_array_module
+from memsave.backend import get_array_module, scatter_add
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
@@ -127,10 +127,7 @@ class GetItemGrad(FunctionNode):
     def forward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.shape, dtype=gy.dtype)
-        if xp.__name__ == "numpy":
-            xp.add.at(gx, self.index, gy)
-        else:
-            gx.scatter_add(self.index, gy)
+        scatter_add(gx, self.index, gy)
         return gx
 
     def backward(self, indexes, ggx):

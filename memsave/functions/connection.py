@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memsave.backend import get_array_module
+from memsave.backend import get_array_module, scatter_add
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
@@ -239,10 +239,7 @@ class EmbedIDGrad(FunctionNode):
         xp = get_array_module(gy)
         self.save_for_backward(ids)
         gW = xp.zeros(self.shape, dtype=gy.dtype)
-        if xp.__name__ == "numpy":
-            xp.add.at(gW, ids, gy)
-        else:
-            gW.scatter_add(ids, gy)
+        scatter_add(gW, ids, gy)
         return gW
 
     def backward(self, indexes, ggW):
