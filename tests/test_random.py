@@ -91,3 +91,19 @@ def test_fork_rng_restores_after_exception_and_when_generator_is_new():
     except ValueError:
         pass
     np.testing.assert_array_equal(draw(), expected)
+
+
+def test_device_generator_draws_the_host_stream_and_replays():
+    """The CuPy-facing generator draws from the one host stream (NumPy stands in for CuPy)."""
+    from memsave.random import DeviceGenerator
+
+    device = DeviceGenerator(np)
+    memsave.random.seed(5)
+    state = memsave.random.get_state()
+    a = device.random((4,), dtype=np.float32)
+    memsave.random.set_state(state)
+    b = memsave.random.get_generator(np).random((4,), dtype=np.float32)
+    memsave.random.set_state(state)
+    c = device.random((4,), dtype=np.float32)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
