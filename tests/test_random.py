@@ -98,12 +98,12 @@ def test_device_generator_draws_the_host_stream_and_replays():
     from memsave.random import DeviceGenerator
 
     device = DeviceGenerator(np)
-    memsave.random.seed(5)
-    state = memsave.random.get_state()
+    ms_random.seed(5)
+    state = ms_random.get_state()
     a = device.random((4,), dtype=np.float32)
-    memsave.random.set_state(state)
-    b = memsave.random.get_generator(np).random((4,), dtype=np.float32)
-    memsave.random.set_state(state)
+    ms_random.set_state(state)
+    b = ms_random.get_generator(np).random((4,), dtype=np.float32)
+    ms_random.set_state(state)
     c = device.random((4,), dtype=np.float32)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
