@@ -24,7 +24,6 @@ from memsave.testing import assert_checkpoint_equivalent
 pytestmark = pytest.mark.filterwarnings("ignore::memsave.UselessCheckpointWarning")
 
 # F.dropout lives in memsave/functions/noise.py; the dropout cases run only where it exists.
-HAS_DROPOUT = hasattr(F, "dropout")
 
 ATOL = RTOL = 1e-10
 
@@ -284,7 +283,7 @@ def noisy(ratio, memsave_mask=True, numpy_global=False, dropout=False):
 
 
 @given(_matrices(lo=0.1, hi=1.0), st.floats(0.2, 0.8), st.booleans(),
-       st.booleans() if HAS_DROPOUT else st.just(False), st.sampled_from(["metadata", "checksum"]))
+       st.booleans(), st.sampled_from(["metadata", "checksum"]))
 def test_randomness_replayed_with_preserved_rng_state(x, ratio, numpy_global, dropout, check):
     fn = noisy(ratio, memsave_mask=True, numpy_global=numpy_global, dropout=dropout)
     # Also checks that the RNG streams after the call are where the plain call leaves them.
@@ -293,7 +292,7 @@ def test_randomness_replayed_with_preserved_rng_state(x, ratio, numpy_global, dr
 
 
 @given(_matrices(lo=0.1, hi=1.0), st.floats(0.2, 0.8),
-       st.booleans() if HAS_DROPOUT else st.just(False))
+       st.booleans())
 def test_draws_between_forward_and_backward_are_unaffected(x, ratio, dropout):
     """Replay uses the snapshot taken at forward and leaves the outer streams where they were."""
     fn = noisy(ratio, memsave_mask=True, numpy_global=True, dropout=dropout)
@@ -348,8 +347,7 @@ NOISY_X = np.linspace(0.5, 1.5, 32 * 48).reshape(32, 48)
 
 @pytest.mark.parametrize("kind, op", [
     ("mask", "Sigmoid"), ("numpy", "Tanh"),
-    pytest.param("dropout", "Dropout",
-                 marks=pytest.mark.skipif(not HAS_DROPOUT, reason="no F.dropout")),
+    ("dropout", "Dropout"),
 ])
 @given(ratio=st.floats(0.3, 0.7), seed=st.integers(0, 2**16))
 def test_randomness_without_preserved_state_is_caught_by_checksum(kind, op, ratio, seed):
