@@ -114,22 +114,21 @@ class RecomputeNode:
         self.records: list[_SlotRecord] = []
         self.alive: set[int] = set()
         self.filled: dict[int, Any] = {}
-        self.recomputations = 0
         self._dropped: dict[int, tuple[weakref.ref, int]] = {}
         # Inputs are kept through the hooks active *outside* this checkpoint, so that an
         # enclosing checkpoint drops them too (that is how nesting saves memory).
         self._args, self._kwargs = args, kwargs
         self._inputs: dict[Any, tuple[_Saved, bool]] = {}
+        self.kept_bytes = 0  # non-leaf inputs held alive here (leaves are alive anyway)
         for key, value in _variable_arguments(args, kwargs):
-            by_ref = value.creator is None
-            pair = None if by_ref else hooks.current_hooks()
-            saved = _Saved(value.array, None) if pair is None else _Saved(pair[0](value.array, self), pair[1])
+            pair = None if value.creator is None else hooks.current_hooks()
+            if pair is None:
+                saved = _Saved(value.array, None)
+                self.kept_bytes += 0 if value.creator is None else value.array.nbytes
+            else:
+                saved = _Saved(pair[0](value.array, self), pair[1])
             self._inputs[key] = (saved, value.requires_grad)
         self._input_ids = {id(v.array) for _, v in _variable_arguments(args, kwargs)}
-        self.kept_bytes = sum(saved.packed.nbytes for saved, _ in self._inputs.values()
-                              if saved.unpack is None and backend.is_array(saved.packed))
-        self.kept_bytes -= sum(v.array.nbytes for _, v in _variable_arguments(args, kwargs)
-                               if v.creator is None)
 
     # ----- forward ----------------------------------------------------------------
     def _keeps(self, array: Any, op: Any, input_ids: set[int]) -> bool:
@@ -214,7 +213,6 @@ class RecomputeNode:
             return None
 
         outer_state = random.get_state() if self.rng_state is not None else None
-        self.recomputations += 1
         try:
             if self.rng_state is not None:
                 random.set_state(self.rng_state)
