@@ -29,7 +29,7 @@ from typing import Any
 import numpy
 
 from memsave import backend
-from memsave.config import config
+from memsave.config import is_grad_enabled
 from memsave.core import hooks
 from memsave.core.variable import Variable, VariableNode, as_variable
 
@@ -57,24 +57,26 @@ class FunctionNode:
     # ----- forward ----------------------------------------------------------------
     def apply(self, *inputs: Any) -> tuple[Variable, ...]:
         """Run forward on Variables (or arrays) and, when recording, link the graph."""
-        in_vars = tuple(as_variable(x) for x in inputs)
-        self._recording = config.enable_backprop and any(x.requires_grad for x in in_vars)
+        in_vars = [x if isinstance(x, Variable) else as_variable(x) for x in inputs]
+        recording = is_grad_enabled() and any([x._node.requires_grad for x in in_vars])
+        self._recording = recording
         self._forward_inputs = in_vars
         self._saved: list[_Saved] | None = []
         self._retained_in: dict[int, _Saved] = {}
         self._retain_out: tuple[int, ...] = ()
         try:
-            ys = self.forward(*(x.array for x in in_vars))
+            ys = self.forward(*[x._array for x in in_vars])
         finally:
             self._forward_inputs = ()
         if not isinstance(ys, tuple):
             ys = (ys,)
         # NumPy reductions return scalars; the graph deals in arrays only.
-        ys = tuple(y if backend.is_array(y) else numpy.asarray(y) for y in ys)
-        outputs = tuple(Variable(y, requires_grad=self._recording) for y in ys)
-        if self._recording:
-            self.generation = max(x.generation for x in in_vars)
-            self.inputs = tuple(x.node for x in in_vars)
+        ys = tuple(y if type(y) is numpy.ndarray or backend.is_array(y) else numpy.asarray(y)
+                   for y in ys)
+        outputs = tuple([Variable._of_output(y, recording) for y in ys])
+        if recording:
+            self.generation = max([x._node.generation for x in in_vars])
+            self.inputs = tuple([x._node for x in in_vars])
             for y in outputs:
                 y.node.set_creator(self)
             self.outputs = tuple(weakref.ref(y.node) for y in outputs)

@@ -29,11 +29,11 @@ class VariableNode:
     __slots__ = ("creator", "generation", "shape", "dtype", "name", "requires_grad",
                  "_variable", "__weakref__")
 
-    def __init__(self, variable: Variable, requires_grad: bool, name: str | None) -> None:
+    def __init__(self, variable: Variable, array: Any, requires_grad: bool, name: str | None) -> None:
         self.creator: FunctionNode | None = None
         self.generation = 0
-        self.shape = variable.array.shape
-        self.dtype = variable.array.dtype
+        self.shape = array.shape
+        self.dtype = array.dtype
         self.name = name
         self.requires_grad = requires_grad
         self._variable = weakref.ref(variable)
@@ -76,7 +76,16 @@ class Variable:
             )
         self._array = array
         self._grad_var: Variable | None = None
-        self._node = VariableNode(self, requires_grad, name)
+        self._node = VariableNode(self, array, requires_grad, name)
+
+    @classmethod
+    def _of_output(cls, array: Any, requires_grad: bool) -> Variable:
+        """An op's output: the array is known to be valid, so nothing is checked."""
+        var = cls.__new__(cls)
+        var._array = array
+        var._grad_var = None
+        var._node = VariableNode(var, array, requires_grad, None)
+        return var
 
     @classmethod
     def _on_node(cls, array: Any, node: VariableNode) -> Variable:

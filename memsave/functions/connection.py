@@ -18,6 +18,9 @@ from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
 from memsave.functions._window import Window
+from memsave.functions.array import reshape
+from memsave.functions.array import sum as sum_
+from memsave.functions.math import matmul
 
 __all__ = ["linear", "conv2d", "embed_id"]
 
@@ -33,18 +36,27 @@ class Linear(FunctionNode):
         return y
 
     def backward(self, indexes, gy):
-        from memsave.functions.array import reshape
-        from memsave.functions.array import sum as sum_
-        from memsave.functions.math import matmul
-
         x, W = self.retained_inputs()
         gx = matmul(gy, W) if 0 in indexes else None
-        gy2 = reshape(gy, (-1, gy.shape[-1]))
-        gW = matmul(gy2.T, reshape(x, (-1, x.shape[-1]))) if 1 in indexes else None
+        gW = LinearGradW().apply(gy, x)[0] if 1 in indexes else None
         if len(self.inputs) == 2:
             return gx, gW
-        gb = sum_(gy2, axis=0) if 2 in indexes else None
+        gb = sum_(reshape(gy, (-1, gy.shape[-1])), axis=0) if 2 in indexes else None
         return gx, gW, gb
+
+
+class LinearGradW(FunctionNode):
+    """``gy.T @ x`` over all leading axes: the weight gradient of :class:`Linear` in one op."""
+
+    def forward(self, gy, x):
+        self.retain_inputs(0, 1)
+        return gy.reshape(-1, gy.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+
+    def backward(self, indexes, ggW):
+        gy, x = self.retained_inputs()
+        g_gy = linear(x, ggW) if 0 in indexes else None
+        g_x = matmul(gy, ggW) if 1 in indexes else None
+        return g_gy, g_x
 
 
 def linear(x: Any, W: Any, b: Any = None) -> Variable:
@@ -119,7 +131,6 @@ class Convolution2D(FunctionNode):
         return y
 
     def backward(self, indexes, gy):
-        from memsave.functions.array import sum as sum_
 
         x, W = self.retained_inputs()
         gx = gW = gb = None
