@@ -131,7 +131,6 @@ class Convolution2D(FunctionNode):
         return y
 
     def backward(self, indexes, gy):
-
         x, W = self.retained_inputs()
         gx = gW = gb = None
         if 0 in indexes:
