@@ -87,6 +87,18 @@ def asarray(x: Any, xp: ModuleType | None = None, dtype: Any = None) -> Any:
     return xp.asarray(_unwrap(x), dtype=dtype)
 
 
+def memory_owner(array: Any) -> Any:
+    """The array that owns the memory of ``array``: itself, or the base of a view.
+
+    >>> a = numpy.zeros(4)
+    >>> memory_owner(a[1:].reshape(3, 1)) is a
+    True
+    """
+    while is_array(getattr(array, "base", None)):
+        array = array.base
+    return array
+
+
 def scatter_add(target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` in place, adding once per occurrence of a repeated index.
 

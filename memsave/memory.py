@@ -122,9 +122,7 @@ def saved_residuals(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[R
     found: dict[int, tuple[Any, Residual]] = {}
 
     def record(array: Any, op: Any) -> Any:
-        owner = array
-        while backend.is_array(getattr(owner, "base", None)):
-            owner = owner.base
+        owner = backend.memory_owner(array)
         if id(owner) not in found:
             found[id(owner)] = (owner, Residual(op.label, tuple(array.shape), array.dtype, owner.nbytes))
         return array

@@ -87,13 +87,6 @@ def _fingerprint(array: Any) -> tuple[float, ...]:
     return (float(flat.sum()),) + tuple(float(v) for v in backend.to_cpu(picks))
 
 
-def _owner(array: Any) -> Any:
-    """The array that owns the memory of ``array`` (itself unless it is a view)."""
-    while backend.is_array(getattr(array, "base", None)):
-        array = array.base
-    return array
-
-
 def _fn_name(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
@@ -141,7 +134,7 @@ class RecomputeNode:
         index = len(self.records)
         self.records.append(_SlotRecord(op.label, array, self.check == "checksum"))
         self.alive.add(index)
-        owner = _owner(array)
+        owner = backend.memory_owner(array)
         self._dropped.setdefault(id(owner), (weakref.ref(owner), owner.nbytes))
         return _Slot(self, index)
 
