@@ -30,19 +30,24 @@ def _leaves(out: Any) -> list[Variable]:
 def _run(fn: Callable, inputs: Sequence[Any], checkpointed: bool, options: dict,
          second_order: bool, seed: int) -> tuple[list, list, list, tuple]:
     random.seed(seed)
-    xs = [Variable(backend.asarray(a).copy(), requires_grad=np.asarray(a).dtype.kind == "f")
-          for a in inputs]
+    arrays = [backend.asarray(a).copy() for a in inputs]
+    xs = [Variable(a, requires_grad=a.dtype.kind == "f") for a in arrays]
     out = run_checkpointed(fn, xs, {}, **options) if checkpointed else fn(*xs)
     ys = _leaves(out)
     rng = np.random.default_rng(seed + 1)
-    gys = [Variable(backend.asarray(rng.standard_normal(y.shape).astype(y.dtype)), requires_grad=False)
-           for y in ys]
+
+    def random_like(v: Variable) -> Variable:
+        # Drawn on the host, then put where ``v`` lives (NumPy or CuPy).
+        draw = rng.standard_normal(v.shape).astype(v.dtype)
+        return Variable(backend.asarray(draw, v.xp), requires_grad=False)
+
+    gys = [random_like(y) for y in ys]
     wrt = [x for x in xs if x.requires_grad]
     firsts = grad(ys, wrt, gys, create_graph=second_order, allow_unused=True)
     seconds: list = []
     if second_order:
         used = [(g, x) for g, x in zip(firsts, wrt) if g is not None]
-        vs = [Variable(backend.asarray(rng.standard_normal(x.shape)), requires_grad=False) for _, x in used]
+        vs = [random_like(x) for _, x in used]
         if used:
             total = sum((g * v).sum() for (g, _), v in zip(used, vs))
             seconds = list(grad([total], wrt, allow_unused=True))
