@@ -28,24 +28,25 @@ from memsave.remat.recompute import Policy, run_checkpointed
 T = TypeVar("T")
 
 
+def _call(fn: Callable, args: tuple, kwargs: dict, enabled: bool, options: dict[str, Any]) -> Any:
+    if not enabled:
+        return fn(*args, **kwargs)
+    return run_checkpointed(fn, args, kwargs, **options)
+
+
 class CheckpointedModule(wrapt.ObjectProxy):
     """A module whose calls are checkpointed; everything else is the module itself."""
 
-    def __init__(self, module: Any, options: dict[str, Any]) -> None:
+    def __init__(self, module: Any, enabled: bool, options: dict[str, Any]) -> None:
         super().__init__(module)
+        self._self_enabled = enabled
         self._self_options = options
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._self_options["enabled"]:
-            return self.__wrapped__(*args, **kwargs)
-        return run_checkpointed(self.__wrapped__, args, kwargs, **_engine_options(self._self_options))
+        return _call(self.__wrapped__, args, kwargs, self._self_enabled, self._self_options)
 
     def __repr__(self) -> str:
         return f"checkpointed({self.__wrapped__!r})"
-
-
-def _engine_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k != "enabled"}
 
 
 def _is_callable_instance(obj: Any) -> bool:
@@ -71,16 +72,14 @@ def checkpointed(wrapped: T | None = None, *, policy: Policy | None = None,
     array([0., 0.])
     """
     options = dict(policy=policy, preserve_rng_state=preserve_rng_state,
-                   determinism_check=determinism_check, enabled=enabled)
+                   determinism_check=determinism_check)
     if wrapped is None:
-        return functools.partial(checkpointed, **options)
+        return functools.partial(checkpointed, enabled=enabled, **options)
     if _is_callable_instance(wrapped):
-        return CheckpointedModule(wrapped, options)
+        return CheckpointedModule(wrapped, enabled, options)
 
     @wrapt.decorator
     def wrapper(fn: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not enabled:
-            return fn(*args, **kwargs)
-        return run_checkpointed(fn, args, kwargs, **_engine_options(options))
+        return _call(fn, args, kwargs, enabled, options)
 
     return wrapper(wrapped)
