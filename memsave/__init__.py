@@ -21,7 +21,8 @@ from memsave.config import config, enable_grad, is_grad_enabled, no_grad, using_
 from memsave.core.backprop import backward, grad
 from memsave.core.function import FunctionNode
 from memsave.core.hooks import saved_array_hooks
-from memsave.errors import CheckpointError, DTypeError, ShapeError, UselessCheckpointWarning
+from memsave.errors import (CheckpointError, DTypeError, ShapeError, StateDictError,
+                            UselessCheckpointWarning)
 from memsave.gradcheck import gradcheck, gradgradcheck, numerical_grad
 
 __version__ = "0.1.0"
@@ -31,7 +32,7 @@ __all__ = [
     "Variable", "Parameter", "VariableNode", "FunctionNode", "as_variable",
     "backward", "grad", "saved_array_hooks",
     "config", "using_config", "no_grad", "enable_grad", "is_grad_enabled",
-    "CheckpointError", "ShapeError", "DTypeError", "UselessCheckpointWarning",
+    "CheckpointError", "ShapeError", "DTypeError", "StateDictError", "UselessCheckpointWarning",
     "gradcheck", "gradgradcheck", "numerical_grad",
     "backend", "functions", "memory", "nn", "optim", "random", "testing", "__version__",
 ]

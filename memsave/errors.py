@@ -13,5 +13,9 @@ class CheckpointError(RuntimeError):
     """A checkpointed function did not recompute what it computed the first time."""
 
 
+class StateDictError(ValueError):
+    """A state dict does not fit a module (the message lists every key that is wrong and why)."""
+
+
 class UselessCheckpointWarning(UserWarning):
     """A checkpoint keeps at least as many bytes as it lets go: it costs time, saves nothing."""

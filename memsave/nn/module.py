@@ -29,12 +29,9 @@ import numpy as np
 
 from memsave import backend
 from memsave.core.variable import Parameter
+from memsave.errors import StateDictError
 
 __all__ = ["Module", "StateDictError", "LoadResult"]
-
-
-class StateDictError(ValueError):
-    """A state dict does not fit a module (the message lists every key that is wrong and why)."""
 
 
 class LoadResult(NamedTuple):
