@@ -125,3 +125,54 @@ def test_gradgradcheck_catches_a_frozen_first_derivative():
 def test_gradcheck_error_is_an_assertion_error():
     assert issubclass(GradcheckError, AssertionError)
     assert ms.gradcheck is gradcheck and ms.gradgradcheck is gradgradcheck
+
+
+# ----- float32 inputs: tolerances picked by dtype, with a warning --------------------------
+X32 = X.astype(np.float32)
+W32 = RNG.standard_normal((5, 4)).astype(np.float32)
+GAMMA32 = RNG.standard_normal(4).astype(np.float32)
+BETA32 = RNG.standard_normal(4).astype(np.float32)
+FLOAT32_CASES = {
+    "tanh": (F.tanh, [X32]),
+    "exp": (F.exp, [X32]),
+    "softmax": (F.softmax, [X32]),
+    "layer_norm": (F.layer_norm, [X32, GAMMA32, BETA32]),
+    "linear": (F.linear, [X32, W32]),
+}
+WEAK = r"on float32 inputs is weak.*cast the inputs to float64"
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
+def test_float32_checks_pass_on_correct_ops_and_warn(name):
+    fn, inputs = FLOAT32_CASES[name]
+    with pytest.warns(UserWarning, match="gradcheck " + WEAK):
+        assert gradcheck(fn, inputs)
+    with pytest.warns(UserWarning, match="gradgradcheck " + WEAK):
+        assert gradgradcheck(fn, inputs)
+
+
+def test_float32_checks_used_to_fail_with_float64_tolerances():
+    # What picking by dtype fixes: float64's step and tolerances fail a correct tanh.
+    with pytest.warns(UserWarning, match=WEAK), pytest.raises(GradcheckError, match="mismatch"):
+        gradcheck(F.tanh, [X32], eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_float32_checks_still_catch_a_wrong_backward():
+    with pytest.warns(UserWarning, match=WEAK), \
+            pytest.raises(GradcheckError, match=r"input 0: gradient mismatch at index \(1, 2\)"):
+        gradcheck(lambda x: WrongSquare().apply(x)[0], [X32])
+    with pytest.warns(UserWarning, match=WEAK), \
+            pytest.raises(GradcheckError, match="input 0: gradient mismatch"):
+        gradgradcheck(lambda x: FrozenSquare().apply(x)[0], [X32])
+
+
+def test_float64_checks_do_not_warn(recwarn):
+    assert gradcheck(F.tanh, [X]) and gradgradcheck(F.tanh, [X])
+    assert not [w for w in recwarn if "weak" in str(w.message)]
+
+
+def test_numerical_grad_divides_by_the_step_actually_taken():
+    # 1 + 1e-3 is not a float32 number: dividing by 2e-3 would be off by about 1e-4 relative.
+    x = np.array([1.0, 3.0], dtype=np.float32)
+    g, = numerical_grad(lambda v: v * 1.0, [x], [np.ones(2)], eps=1e-3)
+    np.testing.assert_allclose(g, [1.0, 1.0], rtol=1e-6)
