@@ -20,6 +20,7 @@ _DEFAULTS = {
     "train": True,                 # training-mode behaviour (dropout, batch norm statistics)
     "checkpointing_enabled": True, # False turns every checkpoint into a plain call
     "in_recompute": False,         # True while a checkpoint re-runs its function
+    "conv_chunk_bytes": None,      # a convolution's column-chunk cap; None: its output's size
 }
 
 _VARS = {name: ContextVar(f"memsave.{name}", default=value) for name, value in _DEFAULTS.items()}
