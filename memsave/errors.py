@@ -19,3 +19,11 @@ class StateDictError(ValueError):
 
 class UselessCheckpointWarning(UserWarning):
     """A checkpoint keeps at least as many bytes as it lets go: it costs time, saves nothing."""
+
+
+class DistributedError(RuntimeError):
+    """Ranks of a data-parallel run disagree (e.g. their models differ); raised on every rank."""
+
+
+class InPlaceError(RuntimeError):
+    """An array kept for backward was written in place before backward read it."""

@@ -31,20 +31,8 @@ import numpy
 from memsave import backend
 from memsave.config import is_grad_enabled
 from memsave.core import hooks
+from memsave.core.saved import SavedArray
 from memsave.core.variable import Variable, VariableNode, as_variable
-
-
-class _Saved:
-    """One array kept for backward: either the array itself or a hook's packed form."""
-
-    __slots__ = ("packed", "unpack")
-
-    def __init__(self, packed: Any, unpack: Any) -> None:
-        self.packed = packed
-        self.unpack = unpack
-
-    def get(self) -> Any:
-        return self.packed if self.unpack is None else self.unpack(self.packed)
 
 
 class FunctionNode:
@@ -61,8 +49,8 @@ class FunctionNode:
         recording = is_grad_enabled() and any([x._node.requires_grad for x in in_vars])
         self._recording = recording
         self._forward_inputs = in_vars
-        self._saved: list[_Saved] | None = []
-        self._retained_in: dict[int, _Saved] = {}
+        self._saved: list[SavedArray] | None = []
+        self._retained_in: dict[int, SavedArray] = {}
         self._retain_out: tuple[int, ...] = ()
         try:
             ys = self.forward(*[x._array for x in in_vars])
@@ -99,12 +87,12 @@ class FunctionNode:
         return f"<{self.label} generation={self.generation}>"
 
     # ----- what backward needs ----------------------------------------------------
-    def _pack(self, array: Any, by_reference: bool = False) -> _Saved:
+    def _pack(self, array: Any, by_reference: bool = False) -> SavedArray:
         pair = None if by_reference else hooks.current_hooks()
         if pair is None:
-            return _Saved(array, None)
+            return SavedArray(array)
         pack, unpack = pair
-        return _Saved(pack(array, self), unpack)
+        return SavedArray(pack(array, self), unpack)
 
     def retain_inputs(self, *indexes: int) -> None:
         """Keep these inputs for backward; read them with :meth:`retained_inputs`.
@@ -137,25 +125,34 @@ class FunctionNode:
     def retained_inputs(self) -> tuple[Variable, ...]:
         """The retained inputs as Variables on their original graph nodes."""
         self._check_alive()
-        return tuple(Variable._on_node(self._retained_in[i].get(), self.inputs[i])
+        return tuple(Variable._on_node(self._retained_in[i].get(self.label, f"input {i}"), self.inputs[i])
                      for i in sorted(self._retained_in))
 
     def retained_outputs(self) -> tuple[Variable, ...]:
-        """The retained outputs as Variables on their original graph nodes."""
+        """The retained outputs as Variables on their graph nodes.
+
+        An output whose node is gone (the user dropped it) gets a new node created by this
+        function, so that a gradient built on it (create_graph) still reaches the inputs.
+        """
         self._check_alive()
         result = []
         for i in sorted(self._retained_out):
+            array = self._retained_out[i].get(self.label, f"output {i}")
             node = self.outputs[i]()
-            array = self._retained_out[i].get()
-            result.append(Variable(array, requires_grad=False) if node is None
-                          else Variable._on_node(array, node))
+            if node is None:
+                var = Variable._of_output(array, True)
+                var.node.set_creator(self)
+                self.outputs = self.outputs[:i] + (weakref.ref(var.node),) + self.outputs[i + 1:]
+            else:
+                var = Variable._on_node(array, node)
+            result.append(var)
         return tuple(result)
 
     @property
     def saved(self) -> tuple[Any, ...]:
         """The arrays stored with :meth:`save_for_backward`, in order."""
         self._check_alive()
-        return tuple(s.get() for s in self._saved)
+        return tuple(s.get(self.label, f"saved array {k}") for k, s in enumerate(self._saved))
 
     def release(self) -> None:
         """Drop everything kept for backward (called by backward unless retain_graph)."""

@@ -2,9 +2,9 @@
 
 Forward runs ``fn`` with the graph built as usual, under a saved-array hook that
 swaps every array an op wants to keep for a numbered placeholder (a *slot*).
-The first time backward unpacks a slot, ``fn`` runs again on the same inputs
-with the RNG streams restored, under a hook that fills the slots in order; it
-stops as soon as every slot backward still needs is filled.  The recomputation
+The first time backward unpacks a slot, ``fn`` runs again on the same inputs,
+replaying the random draws it made, under a hook that fills the slots in order;
+it stops as soon as every slot backward still needs is filled.  The recomputation
 must save the same arrays (count, op, shape, dtype; optionally values), or a
 :class:`~memsave.errors.CheckpointError` says which op differs.
 
@@ -17,17 +17,18 @@ must save the same arrays (count, op, shape, dtype; optionally values), or a
 """
 from __future__ import annotations
 
-import os
+import contextlib
+import inspect
 import sys
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from memsave import backend, random
+from memsave import _callsite, backend, random
 from memsave.config import config, using_config
 from memsave.core import hooks
-from memsave.core.function import _Saved
+from memsave.core.saved import SavedArray
 from memsave.core.variable import Variable
 from memsave.errors import CheckpointError, UselessCheckpointWarning
 
@@ -43,12 +44,34 @@ class _StopRecompute(BaseException):
 
 
 class _Kept:
-    """A saved array the checkpoint keeps for real: a segment input or one the policy saves."""
+    """A saved array kept for real: a NumPy scalar, the policy's choice outside any checkpoint,
+    or any array saved during a recomputation (whose graph is thrown away afterwards)."""
 
     __slots__ = ("array",)
 
     def __init__(self, array: Any) -> None:
         self.array = array
+
+
+class _Input:
+    """A saved array that is one of the checkpoint's inputs: read back from the node's own copy,
+    so that an enclosing checkpoint can drop it."""
+
+    __slots__ = ("owner", "key")
+
+    def __init__(self, owner: RecomputeNode, key: Any) -> None:
+        self.owner = owner
+        self.key = key
+
+
+class _Delegated:
+    """A saved array the policy keeps, stored through the hooks outside this checkpoint."""
+
+    __slots__ = ("packed", "unpack")
+
+    def __init__(self, packed: Any, unpack: Any) -> None:
+        self.packed = packed
+        self.unpack = unpack
 
 
 class _Slot:
@@ -68,13 +91,14 @@ class _Slot:
 class _SlotRecord:
     """What forward saved in one slot, to check the recomputation against."""
 
-    __slots__ = ("op", "shape", "dtype", "fingerprint")
+    __slots__ = ("op", "shape", "dtype", "fingerprint", "site")
 
     def __init__(self, op: str, array: Any, checksum: bool) -> None:
         self.op = op
         self.shape = array.shape
         self.dtype = array.dtype
         self.fingerprint = _fingerprint(array) if checksum else None
+        self.site = _callsite.user_site() if checksum else None
 
 
 def _fingerprint(array: Any) -> tuple[float, ...]:
@@ -91,62 +115,124 @@ def _fn_name(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
+def check_options(policy: Any = None, preserve_rng_state: Any = True,
+                  determinism_check: Any = "metadata", early_stop: Any = True,
+                  use_reentrant: Any = None) -> dict[str, Any]:
+    """Validate checkpoint options (at decoration time too) and return them as keywords.
+
+    >>> check_options(determinism_check="checksum")["determinism_check"]
+    'checksum'
+    >>> check_options(preserve_rng_state="yes")
+    Traceback (most recent call last):
+    ...
+    TypeError: preserve_rng_state must be True or False, got 'yes'
+    """
+    if policy is not None and not callable(policy):
+        raise TypeError(f"policy must be a callable (see memsave.policies) or None, got "
+                        f"{type(policy).__name__} {policy!r}")
+    for name, value in (("preserve_rng_state", preserve_rng_state), ("early_stop", early_stop)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    if determinism_check not in DETERMINISM_CHECKS:
+        raise ValueError(f"determinism_check must be one of {DETERMINISM_CHECKS}, "
+                         f"got {determinism_check!r}")
+    if use_reentrant is not None and use_reentrant is not False:
+        raise ValueError(
+            f"use_reentrant={use_reentrant!r}: memsave has only the non-reentrant checkpoint "
+            "(it supports grad(), nesting and double backprop); pass use_reentrant=False or "
+            "leave it out")
+    return dict(policy=policy, preserve_rng_state=preserve_rng_state,
+                determinism_check=determinism_check, early_stop=early_stop)
+
+
 class RecomputeNode:
-    """One checkpointed call: its function, inputs, RNG snapshot and saved-array slots."""
+    """One checkpointed call: its function, inputs, recorded draws and saved-array slots."""
 
     def __init__(self, fn: Callable, args: tuple, kwargs: dict, policy: Policy | None,
-                 preserve_rng_state: bool, determinism_check: str) -> None:
-        if determinism_check not in DETERMINISM_CHECKS:
-            raise ValueError(f"determinism_check must be one of {DETERMINISM_CHECKS}, "
-                             f"got {determinism_check!r}")
+                 preserve_rng_state: bool, determinism_check: str, early_stop: bool,
+                 label: str | None = None) -> None:
         self.fn = fn
-        self.label = f"checkpoint({_fn_name(fn)})"
+        self.label = label or f"checkpoint({_fn_name(fn)})"
         self.policy = policy
         self.check = determinism_check
-        self.rng_state = random.get_state() if preserve_rng_state else None
+        self.early_stop = early_stop
+        self.draws: list | None = [] if preserve_rng_state else None
+        self.numpy_rng: tuple | None = None   # NumPy's global state before fn, if fn drew from it
         self.records: list[_SlotRecord] = []
         self.alive: set[int] = set()
         self.filled: dict[int, Any] = {}
+        self._in_forward: dict[int, Any] | None = None   # slot arrays while forward runs
         self._dropped: dict[int, tuple[weakref.ref, int]] = {}
+        self._outer = hooks.current_hooks()
+        self._depth = _stack_depth()
         # Inputs are kept through the hooks active *outside* this checkpoint, so that an
         # enclosing checkpoint drops them too (that is how nesting saves memory).
         self._args, self._kwargs = args, kwargs
-        self._inputs: dict[Any, tuple[_Saved, bool]] = {}
+        self._inputs: dict[Any, tuple[SavedArray, bool]] = {}
         self.kept_bytes = 0  # non-leaf inputs held alive here (leaves are alive anyway)
         for key, value in _variable_arguments(args, kwargs):
-            pair = None if value.creator is None else hooks.current_hooks()
-            if pair is None:
-                saved = _Saved(value.array, None)
+            if value.creator is None or self._outer is None:
+                saved = SavedArray(value.array)
                 self.kept_bytes += 0 if value.creator is None else value.array.nbytes
             else:
-                saved = _Saved(pair[0](value.array, self), pair[1])
+                saved = SavedArray(self._outer[0](value.array, self), self._outer[1])
             self._inputs[key] = (saved, value.requires_grad)
-        self._input_ids = {id(v.array) for _, v in _variable_arguments(args, kwargs)}
+        self._input_keys = {id(v.array): key for key, v in _variable_arguments(args, kwargs)}
 
     # ----- forward ----------------------------------------------------------------
-    def _keeps(self, array: Any, op: Any, input_ids: set[int]) -> bool:
-        return id(array) in input_ids or (self.policy is not None and self.policy(op, array))
+    def _policy_keeps(self, array: Any, op: Any) -> bool:
+        return self.policy is not None and bool(self.policy(op, array))
 
-    def pack(self, array: Any, op: Any) -> _Kept | _Slot:
-        """Forward-time hook: keep inputs and policy-saved arrays, replace the rest by slots."""
-        if self._keeps(array, op, self._input_ids):
+    def pack(self, array: Any, op: Any) -> Any:
+        """Forward-time hook: refer to inputs, keep what the policy keeps, replace the rest by slots."""
+        key = self._input_keys.get(id(array))
+        if key is not None:
+            kept = self._inputs[key][0].packed
+            # An input that is itself an enclosing checkpoint's input: refer to that one
+            # directly, so reading it back never climbs a chain of nested checkpoints.
+            return kept if isinstance(kept, _Input) else _Input(self, key)
+        if not backend.is_array(array):          # a NumPy scalar: tiny, and not weak-referable
             return _Kept(array)
+        if self._policy_keeps(array, op):
+            if self._outer is None:
+                return _Kept(array)
+            return _Delegated(self._outer[0](array, op), self._outer[1])
         index = len(self.records)
         self.records.append(_SlotRecord(op.label, array, self.check == "checksum"))
         self.alive.add(index)
+        self._in_forward[index] = array
         owner = backend.memory_owner(array)
         self._dropped.setdefault(id(owner), (weakref.ref(owner), owner.nbytes))
         return _Slot(self, index)
 
     @staticmethod
-    def unpack(packed: _Kept | _Slot) -> Any:
+    def unpack(packed: Any) -> Any:
+        if isinstance(packed, _Slot):
+            return packed.owner.take(packed.index)
         if isinstance(packed, _Kept):
             return packed.array
-        return packed.owner.take(packed.index)
+        if isinstance(packed, _Input):
+            return packed.owner.input_array(packed.key)
+        return packed.unpack(packed.packed)
 
     def run_forward(self) -> Any:
-        with hooks.saved_array_hooks(self.pack, self.unpack):
-            return self.fn(*self._args, **self._kwargs)
+        """Run ``fn`` once, recording its draws; slots hold their arrays until it returns
+        (so that a ``grad()`` call inside ``fn`` can read them)."""
+        self._in_forward = {}
+        numpy_before = random.numpy_global_state() if self.draws is not None else None
+        try:
+            with hooks.saved_array_hooks(self.pack, self.unpack), _recording(self.draws):
+                outputs = self.fn(*self._args, **self._kwargs)
+        finally:
+            self._in_forward = None
+        if numpy_before is not None and random.numpy_global_moved(numpy_before):
+            if random.other_threads_running():
+                raise CheckpointError(
+                    f"{self.label} drew from NumPy's global RNG (np.random.*) while other threads "
+                    "are running, so its draws cannot be replayed exactly (that RNG is shared by "
+                    "every thread). Draw from memsave.random.get_generator() instead.")
+            self.numpy_rng = numpy_before
+        return outputs
 
     def freed_bytes(self) -> int:
         """Bytes that dropping saved arrays actually freed, measured right after forward.
@@ -163,19 +249,24 @@ class RecomputeNode:
         """Forget the caller's Variables; recomputation uses the inputs saved in ``_inputs``."""
         self._args = tuple(None if isinstance(a, Variable) else a for a in self._args)
         self._kwargs = {k: None if isinstance(v, Variable) else v for k, v in self._kwargs.items()}
-        self._input_ids = set()
+        self._input_keys = {}
 
     # ----- backward ---------------------------------------------------------------
+    def input_array(self, key: Any) -> Any:
+        return self._inputs[key][0].get(self.label, _argument_name(key))
+
     def take(self, index: int) -> Any:
         """Hand slot ``index`` to backward, recomputing first if it is not filled."""
+        if self._in_forward is not None:
+            return self._in_forward[index]
         if index not in self.filled:
             self.recompute()
         return self.filled.pop(index)
 
     def _fresh_arguments(self) -> tuple[tuple, dict]:
         args, kwargs = list(self._args), dict(self._kwargs)
-        for key, (saved, requires_grad) in self._inputs.items():
-            v = Variable(saved.get(), requires_grad=requires_grad)
+        for key, (_, requires_grad) in self._inputs.items():
+            v = Variable(self.input_array(key), requires_grad=requires_grad)
             if isinstance(key, int):
                 args[key] = v
             else:
@@ -186,42 +277,53 @@ class RecomputeNode:
         """Re-run ``fn`` and fill every slot that is still needed."""
         needed = self.alive - set(self.filled)
         count = 0
+        stopped = False
         args, kwargs = self._fresh_arguments()
         # The arrays passed in now, not those of the forward pass: those may be gone and
         # their ids reused.
         input_ids = {id(v.array) for _, v in _variable_arguments(args, kwargs)}
 
-        def fill(array: Any, op: Any) -> None:
-            nonlocal count
-            if self._keeps(array, op, input_ids):
-                return None
+        def fill(array: Any, op: Any) -> _Kept:
+            nonlocal count, stopped
+            if stopped:
+                raise _StopRecompute
+            if id(array) in input_ids or not backend.is_array(array) or self._policy_keeps(array, op):
+                return _Kept(array)
             index = count
             count += 1
             self._verify(index, op, array)
             if index in needed:
                 self.filled[index] = array
                 needed.discard(index)
-                if not needed:
+                if not needed and self.early_stop:
+                    stopped = True
                     raise _StopRecompute
-            return None
+            return _Kept(array)
 
-        outer_state = random.get_state() if self.rng_state is not None else None
         try:
-            if self.rng_state is not None:
-                random.set_state(self.rng_state)
-            with hooks.saved_array_hooks(fill, _unreachable), \
+            with _recursion_headroom(_stack_depth() - self._depth), \
+                    hooks.saved_array_hooks(fill, self.unpack), _replaying(self.draws), \
+                    _numpy_replay(self.numpy_rng, self.label), \
                     using_config("enable_backprop", True), using_config("in_recompute", True):
                 self.fn(*args, **kwargs)
         except _StopRecompute:
             pass
-        finally:
-            if outer_state is not None:
-                random.set_state(outer_state)
+        else:
+            if stopped:
+                warnings.warn(
+                    f"{self.label}: the function caught memsave's internal stop signal (a bare "
+                    "`except:` or `except BaseException:`), so the recomputation ran to the end "
+                    "instead of stopping early. Catch Exception instead.", RuntimeWarning,
+                    stacklevel=2)
         if needed:
             raise CheckpointError(
                 f"{self.label}: the recomputation saved {count} arrays for backward, but the "
                 f"forward pass saved {len(self.records)}. The function must do the same work "
                 "every time it is called with the same inputs.")
+        if not self.early_stop and count != len(self.records):
+            raise CheckpointError(
+                f"{self.label}: the recomputation saved {count} arrays for backward, but the "
+                f"forward pass saved {len(self.records)}.")
 
     def _verify(self, index: int, op: Any, array: Any) -> None:
         if self.check == "none":
@@ -239,17 +341,59 @@ class RecomputeNode:
                 "given its inputs (control flow included).")
         if rec.fingerprint is not None:
             now = _fingerprint(array)
-            if any(abs(a - b) > 1e-5 * max(abs(a), abs(b), 1e-30) for a, b in zip(rec.fingerprint, now)):
-                diff = max(abs(a - b) for a, b in zip(rec.fingerprint, now))
+            diffs = [abs(a - b) for a, b in zip(rec.fingerprint, now)]
+            if any(d > 1e-5 * max(abs(a), abs(b), 1e-30) for d, a, b in zip(diffs, rec.fingerprint, now)):
                 raise CheckpointError(
-                    f"{self.label}: {op.label} recomputed different values for saved array "
-                    f"#{index} {array.shape}: fingerprint (sum, samples) {rec.fingerprint} vs "
-                    f"{now}, largest difference {diff:.3g}. Is there randomness that does not "
-                    "come from memsave.random or NumPy's global RNG, or a global that changed?")
+                    f"{self.label}: {op.label} at {rec.site} recomputed different values for "
+                    f"saved array #{index} {array.shape}: largest difference {max(diffs):.3g} "
+                    f"(sum {rec.fingerprint[0]:.6g} in forward, {now[0]:.6g} now). Is there "
+                    "randomness that does not come from memsave.random, or a global that "
+                    "changed between forward and backward?")
 
 
-def _unreachable(packed: Any) -> Any:
-    raise CheckpointError("an array saved during recomputation was read back; this is a memsave bug")
+def _stack_depth() -> int:
+    depth, frame = 0, sys._getframe(1)
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return depth
+
+
+@contextlib.contextmanager
+def _recursion_headroom(extra: int) -> Any:
+    """Let a recomputation started ``extra`` frames deeper than its forward go as deep as the
+    forward went (backward adds its own frames on top of nested checkpoints)."""
+    limit = sys.getrecursionlimit()
+    if extra > 0:
+        sys.setrecursionlimit(limit + extra + 64)
+    try:
+        yield
+    finally:
+        if extra > 0:
+            sys.setrecursionlimit(limit)
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _recording(draws: list | None) -> Any:
+    return _NullContext() if draws is None else random.recording(draws)
+
+
+def _replaying(draws: list | None) -> Any:
+    return _NullContext() if draws is None else random.replaying(draws)
+
+
+def _numpy_replay(state: tuple | None, label: str) -> Any:
+    return _NullContext() if state is None else random.numpy_global_replay(state, label)
+
+
+def _argument_name(key: Any) -> str:
+    return f"its argument {key}" if isinstance(key, int) else f"its argument {key!r}"
 
 
 def _variable_arguments(args: Sequence, kwargs: dict) -> list[tuple[Any, Variable]]:
@@ -262,54 +406,75 @@ def _wrap_arrays(values: Sequence) -> tuple:
     return tuple(Variable(v, requires_grad=False) if backend.is_array(v) else v for v in values)
 
 
+def _has_variable(out: Any) -> bool:
+    if isinstance(out, Variable):
+        return True
+    if isinstance(out, dict):
+        return any(_has_variable(v) for v in out.values())
+    if isinstance(out, (tuple, list)):
+        return any(_has_variable(v) for v in out)
+    return False
+
+
 _warned_sites: set[tuple[str, int]] = set()
 
 
 def _warn_once_per_call_site(message: str) -> None:
     """Warn at the first frame outside memsave and wrapt (the user's call site), once per site."""
-    package_dir = os.path.dirname(os.path.dirname(__file__))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (frame.f_code.co_filename.startswith(package_dir)
-                                 or "wrapt" in frame.f_code.co_filename):
-        frame, level = frame.f_back, level + 1
+    frame, level = _callsite.user_frame(2)
     site = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ("", 0)
     if site not in _warned_sites:
         _warned_sites.add(site)
-        warnings.warn(message, UselessCheckpointWarning, stacklevel=level + 1)
+        warnings.warn(message, UselessCheckpointWarning, stacklevel=level)
 
 
 def run_checkpointed(fn: Callable, args: Sequence, kwargs: dict, *, policy: Policy | None = None,
-                     preserve_rng_state: bool = True, determinism_check: str = "metadata") -> Any:
-    """:func:`checkpoint` with the function's own arguments kept apart from the options."""
+                     preserve_rng_state: bool = True, determinism_check: str = "metadata",
+                     early_stop: bool = True, label: str | None = None) -> Any:
+    """:func:`checkpoint` with the function's own arguments kept apart from the (checked) options."""
+    if not callable(fn):
+        raise TypeError(f"checkpoint needs a callable, got {type(fn).__name__}")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"cannot checkpoint {_fn_name(fn)}: it is a generator or coroutine function, whose "
+            "body runs later, outside the checkpoint. Checkpoint a function that computes its "
+            "result when called.")
     args = _wrap_arrays(args)
     kwargs = dict(zip(kwargs, _wrap_arrays(tuple(kwargs.values()))))
     if not (config.checkpointing_enabled and config.enable_backprop):
         return fn(*args, **kwargs)
-    node = RecomputeNode(fn, args, kwargs, policy, preserve_rng_state, determinism_check)
+    node = RecomputeNode(fn, args, kwargs, policy, preserve_rng_state, determinism_check,
+                         early_stop, label)
     outputs = node.run_forward()
     node.release_arguments()
+    if not _has_variable(outputs):
+        raise TypeError(
+            f"{node.label} returned {type(outputs).__name__}, which holds no Variable: nothing "
+            "can be differentiated through it. Return the Variables the function computes "
+            "(not their .array).")
     if node.records:
         freed, kept = node.freed_bytes(), node.kept_bytes
         if freed <= kept:
             _warn_once_per_call_site(
-                f"{node.label} frees {freed} bytes but keeps {kept} bytes of inputs alive for "
-                "recomputation: it costs time and saves no memory. Checkpoint larger blocks "
-                "(several layers) instead.")
+                f"{node.label} frees {freed} bytes of intermediates but keeps {kept} bytes of "
+                "inputs alive for recomputation: it costs time and saves no memory. Checkpoint "
+                "larger blocks (several layers) instead.")
     return outputs
 
 
-def checkpoint(fn: Callable, *args: Any, policy: Policy | None = None,
+def checkpoint(fn: Callable, /, *args: Any, policy: Policy | None = None,
                preserve_rng_state: bool = True, determinism_check: str = "metadata",
-               **kwargs: Any) -> Any:
+               early_stop: bool = True, use_reentrant: bool | None = None, **kwargs: Any) -> Any:
     """Call ``fn(*args, **kwargs)`` keeping none of its intermediates; recompute them in backward.
 
     ndarray arguments become Variables; other arguments pass through; the result
-    has whatever structure ``fn`` returns.  ``policy(op, array) -> bool`` may keep
-    some arrays for real (memory only: the recomputation still runs until every
-    dropped array it needs is refilled).
+    has whatever structure ``fn`` returns (it must hold at least one Variable).
+    ``policy(op, array) -> bool`` may keep some arrays for real.
     ``preserve_rng_state`` replays dropout and other draws exactly.
     ``determinism_check``: ``"metadata"`` (op, shape, dtype of every saved array),
     ``"checksum"`` (also a value fingerprint) or ``"none"``.
+    ``early_stop=False`` recomputes the whole block and checks every saved array (debugging).
+    ``use_reentrant`` is accepted for PyTorch code: memsave is always non-reentrant.
 
     >>> import numpy as np, memsave as ms, memsave.functions as F
     >>> W = ms.Parameter(np.eye(3))
@@ -317,5 +482,6 @@ def checkpoint(fn: Callable, *args: Any, policy: Policy | None = None,
     >>> y.shape
     (2, 3)
     """
-    return run_checkpointed(fn, args, kwargs, policy=policy, preserve_rng_state=preserve_rng_state,
-                            determinism_check=determinism_check)
+    options = check_options(policy, preserve_rng_state, determinism_check, early_stop, use_reentrant)
+    return run_checkpointed(fn, args, kwargs, **options)
+

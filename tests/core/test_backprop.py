@@ -366,8 +366,8 @@ def test_graph_is_freed_by_refcounting_alone():
 
 
 def test_no_memsave_object_is_left_in_reference_cycles():
-    from memsave.core.function import _Saved
-    kinds = (ms.FunctionNode, ms.Variable, ms.VariableNode, _Saved)
+    from memsave.core.saved import SavedArray
+    kinds = (ms.FunctionNode, ms.Variable, ms.VariableNode, SavedArray)
     x, Ws = _make_mlp(width=8, depth=4, batch=4)
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)

@@ -359,7 +359,7 @@ def test_randomness_without_preserved_state_is_caught_by_checksum(kind, op, rati
     with pytest.raises(ms.CheckpointError) as info:
         F.sum(y).backward()
     message = str(info.value)
-    assert f"{op} recomputed different values" in message
+    assert f"{op} at " in message and "recomputed different values" in message
     assert "checkpoint(" in message and "fn" in message
 
 
@@ -456,6 +456,10 @@ def test_structured_outputs_keep_type_structure_and_gradients(x, template):
         return out, leaves, xv.grad
 
     plain, plain_leaves, gx0 = run(False)
+    if not plain_leaves:  # nothing to differentiate: a checkpoint of it is a mistake, said so
+        with pytest.raises(TypeError, match="holds no Variable"):
+            run(True)
+        return
     ckpt, ckpt_leaves, gx1 = run(True)
     _assert_same_structure(ckpt, plain)
     assert len(ckpt_leaves) == len(plain_leaves)
@@ -626,7 +630,7 @@ def test_value_only_change_checked_only_by_checksum(x):
         # ...but nothing can make it right: the recomputed (changed) values were used.
         assert not np.allclose(xv.grad, plain.grad, atol=ATOL, rtol=RTOL)
     y = ms.checkpoint(make(), ms.Variable(x.copy()), determinism_check="checksum")
-    with pytest.raises(ms.CheckpointError, match="Tanh recomputed different values"):
+    with pytest.raises(ms.CheckpointError, match="Tanh at .* recomputed different values"):
         F.sum(y).backward()
 
 

@@ -1,0 +1,82 @@
+"""SavedArray: one array kept for backward, and the check that nobody wrote into it since.
+
+NumPy arrays carry no version counter, so an array is *stamped* when it is kept: a
+copy of a few evenly spaced elements, the first and last included.  Reading it back
+compares them, and an array written in place in between (``x.array[...] = 0``, an
+optimizer step before backward) raises :class:`~memsave.errors.InPlaceError` naming
+the op and the array, instead of giving a wrong gradient.  Writes that touch none of
+the sampled elements go unseen; every whole-array update is caught.
+
+>>> import numpy as np
+>>> a = np.arange(4.0)
+>>> kept = SavedArray(a)
+>>> a[...] = 7
+>>> kept.get("Tanh", "its output")
+Traceback (most recent call last):
+...
+memsave.errors.InPlaceError: Tanh: its output (shape (4,), float64), saved for backward, was modified in place after the forward pass; ...
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy
+
+from memsave import backend
+from memsave.errors import InPlaceError
+
+_SAMPLES = 16
+
+
+@functools.lru_cache(maxsize=512)
+def _sample_positions(size: int) -> numpy.ndarray:
+    return numpy.unique(numpy.linspace(0, size - 1, min(size, _SAMPLES)).astype(numpy.intp))
+
+
+def stamp(array: Any) -> Any:
+    """A few elements of ``array``, enough to notice a later in-place write (None if nothing to see).
+
+    >>> stamp(numpy.zeros(3)) == stamp(numpy.zeros(3))
+    True
+    """
+    if not backend.is_array(array) or array.size == 0:
+        return None
+    flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")
+    picked = flat[_sample_positions(array.size)]
+    return backend.to_cpu(picked).tobytes()
+
+
+class SavedArray:
+    """An array kept for backward: the array itself (stamped), or a saved-array hook's packed form.
+
+    >>> SavedArray(numpy.ones(2)).get("Exp", "its input")
+    array([1., 1.])
+    """
+
+    __slots__ = ("packed", "unpack", "stamp")
+
+    def __init__(self, packed: Any, unpack: Any = None) -> None:
+        self.packed = packed
+        self.unpack = unpack
+        self.stamp = stamp(packed) if unpack is None else None
+
+    def get(self, owner: str, role: str) -> Any:
+        """The array; ``owner`` and ``role`` name it if it was modified in place."""
+        if self.unpack is not None:
+            return self.unpack(self.packed)
+        check_unmodified(self.packed, self.stamp, owner, role)
+        return self.packed
+
+
+def check_unmodified(array: Any, expected: Any, owner: str, role: str) -> None:
+    """Raise InPlaceError if ``array`` no longer matches the stamp taken when it was kept.
+
+    >>> a = numpy.zeros(2); check_unmodified(a, stamp(a), "Mul", "input 0")
+    """
+    if expected is not None and stamp(array) != expected:
+        raise InPlaceError(
+            f"{owner}: {role} (shape {tuple(array.shape)}, {array.dtype}), saved for backward, "
+            "was modified in place after the forward pass; its gradient would be computed "
+            "from the new values. Do not write into an array (`x.array[...] = ...`, "
+            "an optimizer step) between forward and backward; write into a copy instead.")
