@@ -113,6 +113,17 @@ def scatter_add(target: Any, index: Any, values: Any) -> None:
         numpy.add.at(target, index, values)
 
 
+def synchronize(x: Any) -> None:
+    """Wait until the device has finished all queued work (a no-op for NumPy arrays).
+
+    Needed before a library outside CuPy's stream order (MPI) reads a CuPy array.
+
+    >>> synchronize(numpy.zeros(2))
+    """
+    if _is_cupy_array(_unwrap(x)):
+        _import_cupy().cuda.get_current_stream().synchronize()
+
+
 def to_cpu(x: Any) -> numpy.ndarray:
     """Copy an array (or Variable's array) to host memory as a NumPy array.
 
