@@ -27,7 +27,3 @@ class DistributedError(RuntimeError):
 
 class InPlaceError(RuntimeError):
     """An array kept for backward was written in place before backward read it."""
-
-
-class DistributedError(RuntimeError):
-    """Ranks of a data-parallel run disagree (e.g. their models differ); raised on every rank."""
