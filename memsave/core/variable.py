@@ -13,11 +13,13 @@ array([2., 4.])
 """
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from memsave import backend
+from memsave.errors import DTypeError, ShapeError
 
 if TYPE_CHECKING:
     from memsave.core.function import FunctionNode
@@ -54,8 +56,9 @@ class VariableNode:
 class Variable:
     """An array with an autograd history.
 
-    ``requires_grad`` defaults to True (Chainer's convention); arrays passed
-    directly to functions become constants.
+    ``requires_grad`` defaults to True for floating-point arrays (Chainer's convention)
+    and to False for integer and bool arrays (labels, indices), which cannot have
+    gradients; arrays passed directly to functions become constants.
 
     >>> import numpy as np
     >>> v = Variable(np.zeros((2, 3), dtype=np.float32))
@@ -66,7 +69,7 @@ class Variable:
     __slots__ = ("_array", "_node", "_grad_var", "__weakref__")
     __array_priority__ = 200  # NumPy defers `ndarray op Variable` to our reflected operators
 
-    def __init__(self, array: Any, name: str | None = None, requires_grad: bool = True) -> None:
+    def __init__(self, array: Any, name: str | None = None, requires_grad: bool | None = None) -> None:
         if isinstance(array, Variable):
             raise TypeError("Variable(...) got a Variable; use it directly or call .detach()")
         if not backend.is_array(array):
@@ -74,6 +77,12 @@ class Variable:
                 f"Variable needs a numpy or cupy ndarray, got {type(array).__name__}; "
                 "wrap Python data with numpy.asarray first"
             )
+        if requires_grad is None:
+            requires_grad = array.dtype.kind == "f"
+        elif not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad must be True, False or None, got {requires_grad!r}")
+        elif requires_grad:
+            _check_differentiable_dtype(array.dtype)
         self._array = array
         self._grad_var: Variable | None = None
         self._node = VariableNode(self, array, requires_grad, name)
@@ -138,9 +147,13 @@ class Variable:
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"requires_grad must be True or False, got {value!r}")
         if self._node.creator is not None and not value:
             raise ValueError("requires_grad can only be switched off on a leaf; use .detach()")
-        self._node.requires_grad = bool(value)
+        if value:
+            _check_differentiable_dtype(self.dtype)
+        self._node.requires_grad = value
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -180,8 +193,15 @@ class Variable:
 
     @grad_var.setter
     def grad_var(self, value: Variable | None) -> None:
-        if value is not None and value.shape != self.shape:
-            raise ValueError(f"gradient shape {value.shape} does not match variable shape {self.shape}")
+        if value is not None:
+            if not isinstance(value, Variable):
+                raise TypeError(f"grad_var must be a Variable or None, got {type(value).__name__}")
+            if value.shape != self.shape:
+                raise ShapeError(f"gradient shape {value.shape} does not match variable shape "
+                                 f"{self.shape}")
+            if value.dtype != self.dtype:
+                raise DTypeError(f"gradient dtype {value.dtype} does not match variable dtype "
+                                 f"{self.dtype}; cast it with .astype({self.dtype.name!r})")
         self._grad_var = value
 
     @property
@@ -194,10 +214,22 @@ class Variable:
         self.grad_var = None if value is None else Variable(value, requires_grad=False)
 
     def cleargrad(self) -> None:
-        """Forget the gradient (set it to None)."""
+        """Forget the gradient (set it to None): the next backward starts from nothing.
+
+        >>> import numpy as np
+        >>> v = Variable(np.ones(2)); v.grad = np.ones(2); v.cleargrad(); v.grad is None
+        True
+        """
         self._grad_var = None
 
-    zerograd = cleargrad
+    def zerograd(self) -> None:
+        """Set the gradient to an array of zeros (Chainer's zerograd); prefer :meth:`cleargrad`.
+
+        >>> import numpy as np
+        >>> v = Variable(np.ones(2)); v.zerograd(); v.grad
+        array([0., 0.])
+        """
+        self._grad_var = Variable(self.xp.zeros_like(self._array), requires_grad=False)
 
     def backward(self, grad: Any = None, retain_grad: bool = False,
                  retain_graph: bool | None = None, create_graph: bool = False) -> None:
@@ -219,6 +251,38 @@ class Variable:
         """Cut this Variable from its history, as Chainer does: backward stops here, also for
         ops already built on it, and the graph behind it can be freed (truncated BPTT)."""
         self._node.creator = None
+
+    def unchain_backward(self) -> None:
+        """Take apart the whole graph behind this Variable (Chainer's unchain_backward): every
+        function in it forgets its inputs and outputs, so all of it can be freed.
+
+        >>> import numpy as np
+        >>> x = Variable(np.ones(2)); h = x * 2; y = h * 3
+        >>> y.unchain_backward(); y.creator is None and h.creator is None
+        True
+        """
+        stack = [self.creator] if self.creator is not None else []
+        seen = set()
+        while stack:
+            f = stack.pop()
+            if f in seen:
+                continue
+            seen.add(f)
+            stack.extend(x.creator for x in f.inputs if x.creator is not None)
+            for ref in f.outputs:
+                node = ref()
+                if node is not None:
+                    node.creator = None
+            f.inputs = ()
+
+    def __deepcopy__(self, memo: dict) -> Variable:
+        """A deep copy is an independent leaf: its own array, node and gradient."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new._array = copy.deepcopy(self._array, memo)
+        new._node = VariableNode(new, new._array, self.requires_grad, self.name)
+        new._grad_var = copy.deepcopy(self._grad_var, memo)
+        return new
 
     def detach(self) -> Variable:
         """A new leaf Variable sharing the array, with requires_grad=False."""
@@ -324,7 +388,16 @@ class Parameter(Variable):
     __slots__ = ()
 
     def __init__(self, array: Any, name: str | None = None) -> None:
+        if backend.is_array(array):
+            _check_differentiable_dtype(array.dtype)
         super().__init__(array, name=name, requires_grad=True)
+
+
+def _check_differentiable_dtype(dtype: Any) -> None:
+    if dtype.kind != "f":
+        raise DTypeError(
+            f"only floating-point arrays can require gradients, got {dtype}; cast it "
+            "(.astype(np.float32)) or use requires_grad=False for labels and indices")
 
 
 def _raw(x: Any) -> Any:

@@ -110,8 +110,10 @@ def test_requires_grad_default_and_setter():
     assert x.requires_grad is True
     c = var([1.0], requires_grad=False)
     assert c.requires_grad is False
-    c.requires_grad = 1
+    c.requires_grad = True
     assert c.requires_grad is True
+    with pytest.raises(TypeError, match="requires_grad must be True or False"):
+        c.requires_grad = "no"
 
 
 def test_requires_grad_cannot_be_switched_off_on_non_leaf():
