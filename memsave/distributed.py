@@ -111,13 +111,22 @@ def size() -> int:
 
 
 class CommStats(NamedTuple):
-    """One :meth:`DataParallel.allreduce_grads` call: messages sent, bytes each rank
-    contributed (its gradient and buffer payload), and wall-clock seconds (pack, reduce,
-    unpack)."""
+    """One :meth:`DataParallel.allreduce_grads` call: the size in bytes of each all-reduce it
+    started (the gradient-flags message first, then the buckets), the bytes of gradients and
+    buffers each rank contributed, and the wall-clock seconds (pack, reduce, unpack)."""
 
-    messages: int
+    message_bytes: tuple[int, ...]
     bytes: int
     seconds: float
+
+    @property
+    def messages(self) -> int:
+        """How many all-reduces were started.
+
+        >>> CommStats((8, 32), 32, 0.0).messages
+        2
+        """
+        return len(self.message_bytes)
 
 
 def _buckets(arrays: list[Any], bucket_bytes: int) -> list[list[int]]:
@@ -218,6 +227,7 @@ class DataParallel(Module):
         params = list(self.module.parameters())[::-1]     # roughly the order backward ends in
         has_grad = np.array([p.grad is not None for p in params], dtype=np.int32)
         requests = [self.comm.Iallreduce(MPI.IN_PLACE, has_grad, op=MPI.SUM)]
+        sizes = [has_grad.nbytes]
         grad_flats = []
         for bucket in _buckets([p.array for p in params], self.bucket_bytes):
             members = [params[i] for i in bucket]
@@ -241,8 +251,8 @@ class DataParallel(Module):
             flat /= n
             for array, view in zip(members, self._views(flat, members)):
                 array[...] = view
-        payload = sum(w.nbytes for _, _, w in grad_flats) + sum(w.nbytes for _, _, w in buffer_flats)
-        return CommStats(len(requests), int(payload), time.perf_counter() - start)
+        sizes += [w.nbytes for _, _, w in grad_flats] + [w.nbytes for _, _, w in buffer_flats]
+        return CommStats(tuple(sizes), sum(sizes[1:]), time.perf_counter() - start)
 
     def _start(self, requests: list[Any], values: list[Any], likes: list[Any]) -> tuple[Any, Any]:
         """Pack ``values`` (None: zeros) into one flat array and start its all-reduce."""
