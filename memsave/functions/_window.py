@@ -1,19 +1,22 @@
 """Sliding windows over (N, C, H, W) arrays, shared by convolution and pooling.
 
-``im2col`` is a strided *view* (no copy until someone reshapes it); ``col2im``
-scatters window pieces back with one slice-add per kernel offset.
+Nothing is padded: for each kernel offset (ky, kx), :meth:`Window.offsets` gives the
+output positions whose input pixel lies inside the image and the matching input slice, so
+padding costs no copy.  Zero padding is what the parts not written keep (convolution,
+average pooling); max pooling never reads padding at all.
 
 >>> import numpy as np
->>> win = Window.make((2, 2), 1, 0)
->>> win.im2col(np.arange(9.0).reshape(1, 1, 3, 3)).shape
-(1, 1, 2, 2, 2, 2)
+>>> win = Window.make((2, 2), 1, 1)
+>>> win.out_size(3, 3)
+(4, 4)
+>>> first = win.offsets(3, 3)[0]
+>>> first.ky, first.kx, first.out, first.inp
+(0, 0, (slice(1, 4, None), slice(1, 4, None)), (slice(0, 3, 1), slice(0, 3, 1)))
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any, NamedTuple
-
-from memsave.backend import get_array_module
 
 
 def pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
@@ -31,6 +34,28 @@ def pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+class Offset(NamedTuple):
+    """One kernel offset: output positions ``out`` read input pixels ``inp`` (slice pairs)."""
+
+    ky: int
+    kx: int
+    out: tuple[slice, slice]
+    inp: tuple[slice, slice]
+
+
+def _span(o0: int, o1: int, k: int, pad: int, stride: int, dilation: int,
+          size: int) -> tuple[slice, slice] | None:
+    """Output indices in [o0, o1) (relative to o0) whose input ``o*stride + k*dilation - pad``
+    lies in [0, size), and those inputs; None if there are none."""
+    shift = k * dilation - pad
+    lo = max(o0, -(shift // stride))            # first o with o*stride + shift >= 0
+    hi = min(o1, (size - 1 - shift) // stride + 1)  # one past the last o inside the image
+    if hi <= lo:
+        return None
+    i0 = lo * stride + shift
+    return slice(lo - o0, hi - o0), slice(i0, i0 + (hi - lo - 1) * stride + 1, stride)
+
+
 class Window(NamedTuple):
     """Kernel size, stride, padding and dilation of a 2-D sliding window."""
 
@@ -45,6 +70,11 @@ class Window(NamedTuple):
 
     @classmethod
     def make(cls, ksize: Any, stride: Any, pad: Any, dilation: Any = 1) -> Window:
+        """A window from ints or (vertical, horizontal) pairs.
+
+        >>> Window.make(3, 2, (1, 0))
+        Window(kh=3, kw=3, sy=2, sx=2, ph=1, pw=0, dy=1, dx=1)
+        """
         (kh, kw), (sy, sx) = pair(ksize, "ksize", 1), pair(stride, "stride", 1)
         (ph, pw), (dy, dx) = pair(pad, "pad", 0), pair(dilation, "dilation", 1)
         return cls(kh, kw, sy, sx, ph, pw, dy, dx)
@@ -55,32 +85,24 @@ class Window(NamedTuple):
         ow = (w + 2 * self.pw - self.dx * (self.kw - 1) - 1) // self.sx + 1
         return oh, ow
 
-    def im2col(self, x: Any, pad_value: float = 0) -> Any:
-        """A (N, C, kh, kw, oh, ow) view of the padded ``x``: ``col[..., ky, kx, i, j]`` is the
-        pixel under kernel offset (ky, kx) of the window at output position (i, j)."""
-        xp = get_array_module(x)
-        if self.ph or self.pw:
-            x = xp.pad(x, ((0, 0), (0, 0), (self.ph, self.ph), (self.pw, self.pw)),
-                       mode="constant", constant_values=pad_value)
-        n, c, h, w = x.shape
-        oh, ow = self.out_size(h - 2 * self.ph, w - 2 * self.pw)
-        s0, s1, s2, s3 = x.strides
-        return xp.lib.stride_tricks.as_strided(
-            x, (n, c, self.kh, self.kw, oh, ow),
-            (s0, s1, s2 * self.dy, s3 * self.dx, s2 * self.sy, s3 * self.sx))
+    def offsets(self, h: int, w: int, rows: tuple[int, int] | None = None) -> tuple[Offset, ...]:
+        """The kernel offsets, in row-major order, that touch the (h, w) image from output
+        rows ``rows`` = [r0, r1) (default: all); ``out`` slices count from r0.  Offsets
+        whose every pixel is padding are left out."""
+        return _offsets(self, h, w, rows if rows is not None else (0, self.out_size(h, w)[0]))
 
-    def col2im(self, piece: Callable[[int, int], Any], shape: tuple[int, ...], dtype: Any,
-               xp: Any) -> Any:
-        """Sum ``piece(ky, kx)`` (an (N, C, oh, ow) array) back into an image of ``shape``."""
-        n, c, h, w = shape
-        oh, ow = self.out_size(h, w)
-        img = xp.zeros((n, c, h + 2 * self.ph, w + 2 * self.pw), dtype=dtype)
-        for ky in range(self.kh):
-            i0 = ky * self.dy
-            for kx in range(self.kw):
-                j0 = kx * self.dx
-                img[:, :, i0:i0 + self.sy * (oh - 1) + 1:self.sy,
-                    j0:j0 + self.sx * (ow - 1) + 1:self.sx] += piece(ky, kx)
-        if self.ph or self.pw:
-            img = xp.ascontiguousarray(img[:, :, self.ph:self.ph + h, self.pw:self.pw + w])
-        return img
+
+@functools.lru_cache(maxsize=256)
+def _offsets(win: Window, h: int, w: int, rows: tuple[int, int]) -> tuple[Offset, ...]:
+    """:meth:`Window.offsets`, computed once per shape (kernels ask for it per chunk)."""
+    ow = win.out_size(h, w)[1]
+    found = []
+    for ky in range(win.kh):
+        ys = _span(*rows, ky, win.ph, win.sy, win.dy, h)
+        if ys is None:
+            continue
+        for kx in range(win.kw):
+            xs = _span(0, ow, kx, win.pw, win.sx, win.dx, w)
+            if xs is not None:
+                found.append(Offset(ky, kx, (ys[0], xs[0]), (ys[1], xs[1])))
+    return tuple(found)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from memsave.backend import get_array_module, scatter_add
+from memsave.config import config
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
@@ -59,6 +60,18 @@ class LinearGradW(FunctionNode):
         return g_gy, g_x
 
 
+def _check_dtypes(name, x, W, b):
+    """x, W and b must share one dtype: mixing would silently promote (float64 activations
+    and a float64 W.grad behind float32 layers)."""
+    if x.dtype != W.dtype:
+        raise DTypeError(f"{name}: x is {x.dtype} but W is {W.dtype}; cast the input to the "
+                         f"layer's dtype (x.astype(np.{W.dtype})) or build the layer in the "
+                         f"input's (dtype=np.{x.dtype})")
+    if b is not None and b.dtype != W.dtype:
+        raise DTypeError(f"{name}: b is {b.dtype} but W is {W.dtype}; give both one dtype "
+                         f"(b.astype(np.{W.dtype}))")
+
+
 def linear(x: Any, W: Any, b: Any = None) -> Variable:
     """Affine map ``x @ W.T + b`` (PyTorch/Chainer layout: ``W`` is (out, in)).
 
@@ -71,6 +84,7 @@ def linear(x: Any, W: Any, b: Any = None) -> Variable:
                          f"expected W of shape (out, {x.shape[-1]})")
     if b is not None and tuple(b.shape) != (W.shape[0],):
         raise ShapeError(f"linear: b has shape {tuple(b.shape)}, expected ({W.shape[0]},)")
+    _check_dtypes("linear", x, W, b)
     args = (x, W) if b is None else (x, W, b)
     return Linear().apply(*args)[0]
 
@@ -78,17 +92,75 @@ def linear(x: Any, W: Any, b: Any = None) -> Variable:
 # ----- 2-D convolution -------------------------------------------------------------------
 # Three FunctionNodes, each the others' gradient: Convolution2D (y from x, W),
 # Deconvolution2D (x-shaped from y-shaped and W) and Convolution2DGradW (W-shaped from
-# x and y-shaped).  Each keeps only its two inputs; the im2col matrix is rebuilt.
+# x and y-shaped).  Each keeps only its two inputs.  Each kernel walks the batch in chunks
+# (whole samples, or blocks of output rows of one sample) and reuses one column buffer of
+# at most ``_budget`` bytes: one GEMM per chunk, written straight into the result.
+
+def _budget(y_shape, itemsize):
+    """Largest column chunk in bytes: ``config.conv_chunk_bytes``, or else the bytes of the
+    convolution's output y."""
+    limit = config.conv_chunk_bytes
+    if limit is not None:
+        return int(limit)
+    n, o, oh, ow = y_shape
+    return n * o * oh * ow * itemsize
+
+
+def _chunks(n, oh, row_bytes, budget):
+    """(n0, n1, r0, r1): whole samples while one sample's columns fit in ``budget`` bytes,
+    otherwise blocks of output rows of one sample (at least one row)."""
+    if oh * row_bytes <= budget:
+        step = budget // (oh * row_bytes)
+        return [(n0, min(n, n0 + step), 0, oh) for n0 in range(0, n, step)]
+    step = max(1, budget // row_bytes)
+    return [(i, i + 1, r0, min(oh, r0 + step)) for i in range(n) for r0 in range(0, oh, step)]
+
+
+def _buffer(xp, chunks, row_elems, dtype):
+    """One flat buffer, zeroed, big enough for the largest chunk's columns."""
+    return xp.zeros(max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in chunks) * row_elems, dtype)
+
+
+def _columns(x, win, budget):
+    """Yield (n0, n1, r0, r1, col) over the chunks of x's column matrix: ``col[i, c, ky, kx,
+    r, j]`` is the pixel of sample n0 + i under kernel offset (ky, kx) of the window at
+    output (r0 + r, j), zero where that pixel is padding.  ``col`` is a view of one buffer,
+    overwritten by the next chunk."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    oh, ow = win.out_size(h, w)
+    row_elems = c * win.kh * win.kw * ow
+    chunks = _chunks(n, oh, row_elems * x.itemsize, budget)
+    flat = _buffer(xp, chunks, row_elems, x.dtype)
+    # Whole-sample chunks all write the same positions, so the padding stays zero;
+    # row blocks of a padded image do not.
+    rezero = chunks[0][3] - chunks[0][2] < oh and (win.ph or win.pw)
+    for n0, n1, r0, r1 in chunks:
+        col = flat[:(n1 - n0) * (r1 - r0) * row_elems].reshape(
+            n1 - n0, c, win.kh, win.kw, r1 - r0, ow)
+        if rezero:
+            col.fill(0)
+        for off in win.offsets(h, w, (r0, r1)):
+            col[:, :, off.ky, off.kx, off.out[0], off.out[1]] = x[n0:n1, :, off.inp[0], off.inp[1]]
+        yield n0, n1, r0, r1, col
+
 
 def _conv(x, W, win, groups):
     """(N, C, H, W) * (O, C/groups, kh, kw) -> (N, O, oh, ow) on raw arrays."""
     xp = get_array_module(x, W)
-    col = win.im2col(x)
-    n, c, kh, kw, oh, ow = col.shape
+    n, _, h, w = x.shape
     o = W.shape[0]
-    col = col.reshape(n, groups, (c // groups) * kh * kw, oh * ow)  # the one im2col copy
-    y = xp.matmul(W.reshape(groups, o // groups, -1), col)
-    return y.reshape(n, o, oh, ow)
+    oh, ow = win.out_size(h, w)
+    y = xp.empty((n, o, oh, ow), dtype=xp.result_type(x, W))
+    Wg = W.reshape(groups, o // groups, -1)
+    for n0, n1, r0, r1, col in _columns(x, win, _budget(y.shape, y.itemsize)):
+        nb, p = n1 - n0, (r1 - r0) * ow
+        cols = col.reshape(nb, groups, -1, p)
+        if r1 - r0 == oh:
+            xp.matmul(Wg, cols, out=y[n0:n1].reshape(nb, groups, -1, p))
+        else:
+            y[n0:n1, :, r0:r1] = xp.matmul(Wg, cols).reshape(nb, o, r1 - r0, ow)
+    return y
 
 
 def _deconv(gy, W, win, groups, hw):
@@ -96,24 +168,33 @@ def _deconv(gy, W, win, groups, hw):
     xp = get_array_module(gy, W)
     n, o, oh, ow = gy.shape
     _, cg, kh, kw = W.shape
-    col = xp.matmul(W.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1),
-                    gy.reshape(n, groups, o // groups, oh * ow))
-    col = col.reshape(n, groups * cg, kh, kw, oh, ow)
-    return win.col2im(lambda ky, kx: col[:, :, ky, kx], (n, groups * cg) + tuple(hw),
-                      col.dtype, xp)
+    c, (h, w) = groups * cg, hw
+    gx = xp.zeros((n, c, h, w), dtype=xp.result_type(gy, W))
+    WgT = W.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    row_elems = c * kh * kw * ow
+    chunks = _chunks(n, oh, row_elems * gx.itemsize, _budget(gy.shape, gx.itemsize))
+    flat = _buffer(xp, chunks, row_elems, gx.dtype)
+    for n0, n1, r0, r1 in chunks:
+        nb, p = n1 - n0, (r1 - r0) * ow
+        col = flat[:nb * p * c * kh * kw].reshape(nb, groups, cg * kh * kw, p)
+        xp.matmul(WgT, gy[n0:n1, :, r0:r1].reshape(nb, groups, o // groups, p), out=col)
+        col = col.reshape(nb, c, kh, kw, r1 - r0, ow)
+        for off in win.offsets(h, w, (r0, r1)):
+            gx[n0:n1, :, off.inp[0], off.inp[1]] += col[:, :, off.ky, off.kx, off.out[0], off.out[1]]
+    return gx
 
 
 def _conv_grad_w(x, gy, win, groups):
     """Transpose of ``_conv`` in W: x, (N, O, oh, ow) -> (O, C/groups, kh, kw)."""
     xp = get_array_module(x, gy)
-    col = win.im2col(x)
-    n, c, kh, kw, oh, ow = col.shape
-    o, cg, p = gy.shape[1], c // groups, oh * ow
-    col = col.reshape(n, groups, cg * kh * kw, p).transpose(1, 0, 3, 2)
-    col = col.reshape(groups, n * p, cg * kh * kw)
-    gy = gy.reshape(n, groups, o // groups, p).transpose(1, 2, 0, 3)
-    gW = xp.matmul(gy.reshape(groups, o // groups, n * p), col)
-    return gW.reshape(o, cg, kh, kw)
+    o, ow = gy.shape[1], gy.shape[3]
+    cg = x.shape[1] // groups
+    gW = xp.zeros((groups, o // groups, cg * win.kh * win.kw), dtype=xp.result_type(x, gy))
+    for n0, n1, r0, r1, col in _columns(x, win, _budget(gy.shape, gW.itemsize)):
+        nb, p = n1 - n0, (r1 - r0) * ow
+        cols = col.reshape(nb, groups, -1, p).transpose(0, 1, 3, 2)
+        gW += xp.matmul(gy[n0:n1, :, r0:r1].reshape(nb, groups, o // groups, p), cols).sum(axis=0)
+    return gW.reshape(o, cg, win.kh, win.kw)
 
 
 class Convolution2D(FunctionNode):
@@ -215,6 +296,7 @@ def conv2d(x: Any, W: Any, b: Any = None, stride: Any = 1, pad: Any = 0, dilatio
                          f" (C_out, C/groups, kh, kw) with groups={groups}")
     if b is not None and tuple(b.shape) != (o,):
         raise ShapeError(f"conv2d: b has shape {tuple(b.shape)}, expected ({o},)")
+    _check_dtypes("conv2d", x, W, b)
     win = Window.make((kh, kw), stride, pad, dilation)
     oh, ow = win.out_size(h, w)
     if oh < 1 or ow < 1:

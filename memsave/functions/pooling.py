@@ -2,7 +2,10 @@
 
 Max pooling keeps only the position of each window's maximum, as a small
 integer array (int8 for kernels up to 127 pixels); average pooling keeps nothing.
-Windows never run past the padded input (PyTorch's ``ceil_mode=False``).
+Windows never run past the padded input (PyTorch's ``ceil_mode=False``).  Every kernel
+loops over the kernel offsets with slices of x and y (:meth:`Window.offsets`): nothing
+is padded or unfolded, so the only temporaries are one offset's comparison mask or
+product, at most the output's size.
 
 >>> import numpy as np, memsave as ms
 >>> x = ms.Variable(np.arange(16.0).reshape(1, 1, 4, 4))
@@ -23,16 +26,13 @@ from memsave.functions._window import Window
 __all__ = ["max_pooling_2d", "average_pooling_2d"]
 
 
-def _offsets(win: Window):
-    """Kernel offsets (ky, kx) with their flat index ky * kw + kx."""
-    for ky in range(win.kh):
-        for kx in range(win.kw):
-            yield ky, kx, ky * win.kw + kx
-
-
 def _index_dtype(win: Window) -> str:
     size = win.kh * win.kw
     return "int8" if size <= 127 else "int16" if size <= 32767 else "int32"
+
+
+def _out_shape(x_shape, win):
+    return tuple(x_shape[:2]) + win.out_size(*x_shape[2:])
 
 
 class MaxPooling2D(FunctionNode):
@@ -43,15 +43,15 @@ class MaxPooling2D(FunctionNode):
 
     def forward(self, x):
         xp = get_array_module(x)
-        pad_value = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min
-        col = self.window.im2col(x, pad_value=pad_value)  # a view: no copy
-        y = col[:, :, 0, 0].copy()
+        lowest = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min
+        y = xp.full(_out_shape(x.shape, self.window), lowest, dtype=x.dtype)
         idx = xp.zeros(y.shape, dtype=_index_dtype(self.window))
-        for ky, kx, o in _offsets(self.window):
-            if o:
-                v = col[:, :, ky, kx]
-                idx[v > y] = o  # strict: the first maximum wins, like argmax
-                xp.maximum(y, v, out=y)
+        for off in self.window.offsets(*x.shape[2:]):
+            v, y_part = x[:, :, off.inp[0], off.inp[1]], y[:, :, off.out[0], off.out[1]]
+            # strict: the first maximum wins, like argmax
+            xp.copyto(idx[:, :, off.out[0], off.out[1]], off.ky * self.window.kw + off.kx,
+                      where=v > y_part)
+            xp.maximum(y_part, v, out=y_part)
         self.save_for_backward(idx)
         return y
 
@@ -69,8 +69,11 @@ class MaxPooling2DGrad(FunctionNode):
 
     def forward(self, gy, idx):
         self.save_for_backward(idx)
-        return self.window.col2im(lambda ky, kx: gy * (idx == ky * self.window.kw + kx),
-                                  self.shape, gy.dtype, get_array_module(gy))
+        gx = get_array_module(gy).zeros(self.shape, dtype=gy.dtype)
+        for off in self.window.offsets(*self.shape[2:]):
+            hit = idx[:, :, off.out[0], off.out[1]] == off.ky * self.window.kw + off.kx
+            gx[:, :, off.inp[0], off.inp[1]] += gy[:, :, off.out[0], off.out[1]] * hit
+        return gx
 
     def backward(self, indexes, ggx):
         idx, = self.saved
@@ -85,10 +88,10 @@ class MaxPooling2DGather(FunctionNode):
 
     def forward(self, x, idx):
         self.save_for_backward(idx)
-        col = self.window.im2col(x)
         y = get_array_module(x).zeros(idx.shape, dtype=x.dtype)
-        for ky, kx, o in _offsets(self.window):
-            y += col[:, :, ky, kx] * (idx == o)
+        for off in self.window.offsets(*x.shape[2:]):
+            hit = idx[:, :, off.out[0], off.out[1]] == off.ky * self.window.kw + off.kx
+            y[:, :, off.out[0], off.out[1]] += x[:, :, off.inp[0], off.inp[1]] * hit
         return y
 
     def backward(self, indexes, gy):
@@ -103,8 +106,11 @@ class AveragePooling2D(FunctionNode):
         self.window = window
 
     def forward(self, x):
-        col = self.window.im2col(x)
-        return col.sum(axis=(2, 3)) / x.dtype.type(self.window.kh * self.window.kw)
+        y = get_array_module(x).zeros(_out_shape(x.shape, self.window), dtype=x.dtype)
+        for off in self.window.offsets(*x.shape[2:]):
+            y[:, :, off.out[0], off.out[1]] += x[:, :, off.inp[0], off.inp[1]]
+        y /= x.dtype.type(self.window.kh * self.window.kw)
+        return y
 
     def backward(self, indexes, gy):
         return AveragePooling2DGrad(self.window, self.inputs[0].shape).apply(gy)[0]
@@ -118,8 +124,11 @@ class AveragePooling2DGrad(FunctionNode):
         self.shape = tuple(shape)
 
     def forward(self, gy):
-        share = gy / gy.dtype.type(self.window.kh * self.window.kw)
-        return self.window.col2im(lambda ky, kx: share, self.shape, gy.dtype, get_array_module(gy))
+        gx = get_array_module(gy).zeros(self.shape, dtype=gy.dtype)
+        for off in self.window.offsets(*self.shape[2:]):
+            gx[:, :, off.inp[0], off.inp[1]] += gy[:, :, off.out[0], off.out[1]]
+        gx /= gy.dtype.type(self.window.kh * self.window.kw)
+        return gx
 
     def backward(self, indexes, ggx):
         return AveragePooling2D(self.window).apply(ggx)[0]

@@ -1,4 +1,5 @@
-"""conv2d against a naive loop, embed_id; first and second derivatives of both."""
+"""conv2d against a naive loop and the previous full-im2col kernels, its bounded workspace,
+dtype checks of linear and conv2d, embed_id; first and second derivatives of both."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,7 +8,8 @@ from hypothesis import strategies as st
 import memsave as ms
 import memsave.functions as F
 from memsave.functions._window import Window
-from memsave.functions.connection import Convolution2DGradW, Deconvolution2D
+from memsave.functions.connection import Convolution2D, Convolution2DGradW, Deconvolution2D
+from memsave.memory import measure
 
 
 def _pair(v):
@@ -166,6 +168,140 @@ def test_conv2d_errors_name_the_shapes():
         F.conv2d(np.zeros((3, 5, 5)), np.zeros((2, 3, 3, 3)))
     with pytest.raises(ValueError, match="stride"):
         F.conv2d(x, np.zeros((2, 3, 3, 3)), stride=0)
+
+
+# ----- the previous kernels: one full im2col matrix of the padded input ----------------------
+
+def old_im2col(x, win):
+    x = np.pad(x, ((0, 0), (0, 0), (win.ph, win.ph), (win.pw, win.pw)))
+    n, c, h, w = x.shape
+    oh, ow = win.out_size(h - 2 * win.ph, w - 2 * win.pw)
+    s0, s1, s2, s3 = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, (n, c, win.kh, win.kw, oh, ow),
+        (s0, s1, s2 * win.dy, s3 * win.dx, s2 * win.sy, s3 * win.sx))
+
+
+def old_conv(x, W, win, groups):
+    col = old_im2col(x, win)
+    n, c, kh, kw, oh, ow = col.shape
+    o = W.shape[0]
+    col = col.reshape(n, groups, (c // groups) * kh * kw, oh * ow)
+    return np.matmul(W.reshape(groups, o // groups, -1), col).reshape(n, o, oh, ow)
+
+
+def old_deconv(gy, W, win, groups, hw):
+    n, o, oh, ow = gy.shape
+    _, cg, kh, kw = W.shape
+    col = np.matmul(W.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1),
+                    gy.reshape(n, groups, o // groups, oh * ow))
+    col = col.reshape(n, groups * cg, kh, kw, oh, ow)
+    img = np.zeros((n, groups * cg, hw[0] + 2 * win.ph, hw[1] + 2 * win.pw))
+    for ky in range(kh):
+        for kx in range(kw):
+            i0, j0 = ky * win.dy, kx * win.dx
+            img[:, :, i0:i0 + win.sy * (oh - 1) + 1:win.sy,
+                j0:j0 + win.sx * (ow - 1) + 1:win.sx] += col[:, :, ky, kx]
+    return img[:, :, win.ph:win.ph + hw[0], win.pw:win.pw + hw[1]]
+
+
+def old_conv_grad_w(x, gy, win, groups):
+    col = old_im2col(x, win)
+    n, c, kh, kw, oh, ow = col.shape
+    o, cg, p = gy.shape[1], c // groups, oh * ow
+    col = col.reshape(n, groups, cg * kh * kw, p).transpose(1, 0, 3, 2)
+    col = col.reshape(groups, n * p, cg * kh * kw)
+    gy = gy.reshape(n, groups, o // groups, p).transpose(1, 2, 0, 3)
+    return np.matmul(gy.reshape(groups, o // groups, n * p), col).reshape(o, cg, kh, kw)
+
+
+@given(conv_configs(), st.sampled_from([None, 1, 200, 10**6]))
+def test_kernels_match_the_previous_full_im2col_kernels(config, chunk_bytes):
+    """Whole-sample chunks, row blocks (1 byte: one output row at a time) and one chunk."""
+    xs, ws, stride, pad, dilation, groups = config
+    rng = np.random.default_rng(7)
+    x, W = rng.standard_normal(xs), rng.standard_normal(ws)
+    win = Window.make(ws[2:], stride, pad, dilation)
+    gy = rng.standard_normal((xs[0], ws[0]) + win.out_size(*xs[2:]))
+    with ms.no_grad(), ms.using_config("conv_chunk_bytes", chunk_bytes):
+        y = Convolution2D(win, groups).apply(x, W)[0].array
+        gx = Deconvolution2D(win, groups, xs[2:]).apply(gy, W)[0].array
+        gW = Convolution2DGradW(win, groups).apply(x, gy)[0].array
+    np.testing.assert_allclose(y, old_conv(x, W, win, groups), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gx, old_deconv(gy, W, win, groups, xs[2:]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gW, old_conv_grad_w(x, gy, win, groups), rtol=1e-12, atol=1e-12)
+
+
+def _transient_bytes(run):
+    """Peak live bytes of ``run()`` above the start, less its result's bytes."""
+    with measure() as m:
+        result = run()
+    return m.peak - result.nbytes
+
+
+# NumPy's ufuncs on strided views (the col2im adds) allocate iteration buffers of up to
+# 8192 elements per operand: a constant next to a real layer's output.
+UFUNC_BUFFERS = 3 * 8192 * 8
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 200_000])
+def test_conv_transient_memory_is_bounded_by_the_output(chunk_bytes):
+    """Forward, grad-x and grad-W each allocate at most about one output (or the configured
+    chunk) besides their result, where one full im2col matrix was 9 outputs.  Row blocks
+    (the 200 kB case) add the block's y rows, 1/9 of its columns here."""
+    rng = np.random.default_rng(8)
+    x, W = rng.standard_normal((16, 8, 32, 32)), rng.standard_normal((8, 8, 3, 3))
+    gy = rng.standard_normal((16, 8, 32, 32))
+    win = Window.make(3, 1, 1)
+    chunk = gy.nbytes if chunk_bytes is None else chunk_bytes
+    bound = chunk + chunk // 9 + UFUNC_BUFFERS + 8192
+    assert 9 * gy.nbytes == old_im2col(x, win).reshape(16, -1).nbytes
+    runs = {"forward": lambda: Convolution2D(win, 1).apply(x, W)[0].array,
+            "grad-x": lambda: Deconvolution2D(win, 1, (32, 32)).apply(gy, W)[0].array,
+            "grad-W": lambda: Convolution2DGradW(win, 1).apply(x, gy)[0].array}
+    with ms.no_grad(), ms.using_config("conv_chunk_bytes", chunk_bytes):
+        for name, run in runs.items():
+            transient = _transient_bytes(run)
+            assert chunk // 2 <= transient <= bound, (name, transient, chunk)
+
+
+def test_conv2d_transient_memory_with_backward():
+    """A whole conv2d step, graph and all, peaks below its output plus x's gradient plus one
+    output of workspace (it used to be ~10 outputs: np.pad copy, im2col, transposed copies)."""
+    rng = np.random.default_rng(9)
+    x = ms.Variable(rng.standard_normal((16, 8, 32, 32)))
+    W = ms.Parameter(rng.standard_normal((8, 8, 3, 3)))
+    y_bytes = x.array.nbytes
+    with measure() as m:
+        F.conv2d(x, W, pad=1).sum().backward()
+    assert m.peak <= 3 * y_bytes + UFUNC_BUFFERS + 16384, m.peak / y_bytes
+
+
+# ----- dtypes ----------------------------------------------------------------------------------
+
+def test_linear_and_conv2d_refuse_mixed_dtypes():
+    x64, W32 = np.ones((2, 3)), np.ones((4, 3), dtype=np.float32)
+    with pytest.raises(ms.DTypeError, match=r"linear: x is float64 but W is float32; .*"
+                                            r"x\.astype\(np\.float32\).*dtype=np\.float64"):
+        F.linear(ms.Variable(x64), W32)
+    with pytest.raises(ms.DTypeError, match=r"b is float64 but W is float32.*b\.astype"):
+        F.linear(x64.astype(np.float32), W32, np.zeros(4))
+    x = np.ones((1, 2, 4, 4))
+    with pytest.raises(ms.DTypeError, match=r"conv2d: x is float64 but W is float32"):
+        F.conv2d(x, np.ones((3, 2, 3, 3), dtype=np.float32))
+    with pytest.raises(ms.DTypeError, match=r"conv2d: b is float32 but W is float64"):
+        F.conv2d(x, np.ones((3, 2, 3, 3)), np.zeros(3, dtype=np.float32))
+    with pytest.raises(ms.DTypeError, match=r"x is int64 but W is float64"):
+        F.conv2d(np.ones((1, 2, 4, 4), dtype=np.int64), np.ones((3, 2, 3, 3)))
+
+
+def test_float32_layers_refuse_float64_inputs():
+    with pytest.raises(ms.DTypeError, match=r"x is float64 but W is float32"):
+        ms.nn.Conv2d(2, 3, 3)(np.ones((1, 2, 5, 5)))
+    with pytest.raises(ms.DTypeError, match=r"x is float64 but W is float32"):
+        ms.nn.Linear(2, 3)(np.ones((1, 2)))
+    y = ms.nn.Conv2d(2, 3, 3)(np.ones((1, 2, 5, 5)).astype(np.float32))
+    assert y.dtype == np.float32
 
 
 # ----- embed_id ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Max and average pooling against naive loops; first and second derivatives."""
+"""Max and average pooling against naive loops; first and second derivatives; no padded or
+unfolded copy of the input."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -6,6 +7,9 @@ from hypothesis import strategies as st
 
 import memsave as ms
 import memsave.functions as F
+from memsave.functions._window import Window
+from memsave.functions.pooling import AveragePooling2D, AveragePooling2DGrad, MaxPooling2D
+from memsave.memory import measure
 
 
 def _pair(v):
@@ -123,3 +127,20 @@ def test_pooling_float32_and_errors():
         F.max_pooling_2d(x, 5)
     with pytest.raises(ValueError, match="pad"):
         F.max_pooling_2d(x, 2, pad=2)
+
+
+def test_pooling_allocates_no_copy_of_the_input():
+    """Padded 3x3 windows, stride 1: besides the result (and max pooling's int8 argmax) the
+    kernels allocate one comparison mask (1/8 of x in float64) and NumPy's ufunc iteration
+    buffers (at most 3 x 8192 elements), where a padded copy alone was more than x."""
+    x = np.random.default_rng(3).standard_normal((8, 8, 32, 32))
+    win = Window.make(3, 1, 1)
+    runs = {"max": lambda: MaxPooling2D(win).apply(x)[0].array,
+            "average": lambda: AveragePooling2D(win).apply(x)[0].array,
+            "average grad": lambda: AveragePooling2DGrad(win, x.shape).apply(x)[0].array}
+    with ms.no_grad():
+        for name, run in runs.items():
+            with measure() as m:
+                result = run()
+            transient = m.peak - result.nbytes - (x.size if name == "max" else 0)
+            assert transient <= x.nbytes // 8 + 3 * 8192 * 8 + 8192, (name, transient / x.nbytes)
