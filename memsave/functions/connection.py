@@ -1,8 +1,16 @@
 """Connections with parameters: linear, conv2d, embed_id.
 
-Convolutions keep only ``x`` and ``W`` for backward; the im2col matrix is a
-strided view rebuilt whenever it is needed.  Every gradient is itself a
+Convolutions keep only ``x`` and ``W`` for backward.  Every gradient is itself a
 FunctionNode with a backward, so convolutions can be differentiated twice.
+
+Workspace bound: the forward, the input gradient and the weight gradient each unfold x
+(or the input gradient's columns) one chunk at a time into one reused buffer, so besides
+its result a convolution allocates at most B bytes, where B is
+``config.conv_chunk_bytes`` or, when that is None (the default), the bytes of the
+convolution's output y.  A chunk holds whole samples while one sample's columns fit in B,
+otherwise blocks of output rows of one sample (at least one row, even above B); row
+blocks add their rows of y (B * C_out / (C * kh * kw)).  NumPy's ufunc buffers for
+strided adds (at most 3 x 8192 elements) come on top.  Padding is never copied.
 
 >>> import numpy as np, memsave as ms
 >>> x, W = ms.Variable(np.ones((4, 3))), ms.Parameter(np.ones((2, 3)))
