@@ -1,5 +1,6 @@
 """memsave's RNG: seeding, snapshots, fork_rng (memsave/random.py)."""
 import numpy as np
+import pytest
 
 from memsave import random as ms_random
 
@@ -111,3 +112,84 @@ def test_device_generator_draws_the_host_stream_and_replays():
     c = device.random((4,), dtype=np.float32)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+
+
+def test_recomputation_never_rewinds_the_shared_stream_seen_by_other_threads():
+    """Another thread drawing while checkpoints recompute sees no repeated numbers."""
+    import threading
+
+    import memsave as ms
+    import memsave.functions as F
+
+    stop = threading.Event()
+    seen = []
+
+    def drawer():
+        while not stop.is_set():
+            seen.extend(ms_random.get_generator().integers(0, 2**62, size=16).tolist())
+
+    t = threading.Thread(target=drawer)
+    t.start()
+    try:
+        for _ in range(30):
+            x = ms.Variable(np.ones(256))
+            ms.checkpoint(lambda v: F.dropout(F.tanh(v), 0.5) * 2.0, x).sum().backward()
+    finally:
+        stop.set()
+        t.join()
+    assert len(seen) > 0
+    assert len(set(seen)) == len(seen)
+
+
+def test_block_that_draws_from_numpy_global_replays_it_and_leaves_the_plain_stream():
+    import memsave as ms
+    import memsave.functions as F
+
+    def block(v):
+        return F.tanh(v * np.random.rand(*v.shape)) * v
+
+    def run(checkpointed):
+        ms_random.seed(3)
+        x = ms.Variable(np.ones(4))
+        y = ms.checkpoint(block, x) if checkpointed else block(x)
+        y.sum().backward()
+        return x.grad, np.random.rand()
+
+    (g_plain, after_plain), (g_ckpt, after_ckpt) = run(False), run(True)
+    np.testing.assert_array_equal(g_ckpt, g_plain)
+    assert after_ckpt == after_plain
+
+
+def test_block_that_never_draws_from_numpy_global_never_touches_it():
+    import memsave as ms
+    import memsave.functions as F
+
+    x = ms.Variable(np.ones(4))
+    y = ms.checkpoint(lambda v: F.tanh(F.tanh(v)) * v, x)
+    state = np.random.get_state()
+    original_set_state = np.random.set_state
+    calls = []
+    np.random.set_state = lambda s: calls.append(s)
+    try:
+        y.sum().backward()
+    finally:
+        np.random.set_state = original_set_state
+    assert calls == []
+    assert np.random.get_state()[2] == state[2]
+
+
+def test_numpy_global_draw_inside_a_checkpoint_while_other_threads_run_is_an_error():
+    import threading
+
+    import memsave as ms
+    import memsave.functions as F
+
+    gate = threading.Event()
+    t = threading.Thread(target=gate.wait)
+    t.start()
+    try:
+        with pytest.raises(ms.CheckpointError, match="memsave.random.get_generator"):
+            ms.checkpoint(lambda v: F.tanh(v * np.random.rand()) * v, ms.Variable(np.ones(2)))
+    finally:
+        gate.set()
+        t.join()

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import wrapt
 
-from memsave.remat.recompute import Policy, run_checkpointed
+from memsave.remat.recompute import Policy, check_options, run_checkpointed
 
 T = TypeVar("T")
 
@@ -56,12 +56,14 @@ def _is_callable_instance(obj: Any) -> bool:
 
 def checkpointed(wrapped: T | None = None, *, policy: Policy | None = None,
                  preserve_rng_state: bool = True, determinism_check: str = "metadata",
-                 enabled: bool = True) -> T | Callable[[T], T]:
+                 early_stop: bool = True, enabled: bool = True,
+                 use_reentrant: bool | None = None) -> T | Callable[[T], T]:
     """Checkpoint every call of a function, method, staticmethod, classmethod or module.
 
     Use bare (``@checkpointed``) or with options (``@checkpointed(policy=...)``);
-    ``checkpointed(module)`` wraps a module instance.  ``enabled=False`` makes it a
-    plain call.  Options are those of :func:`memsave.checkpoint`.
+    ``checkpointed(module)`` wraps a module instance, and ``checkpointed(ModuleClass)``
+    makes every instance it creates a checkpointed module.  ``enabled=False`` makes it a
+    plain call.  Options are those of :func:`memsave.checkpoint`, checked here, at decoration.
 
     >>> import numpy as np, memsave as ms, memsave.functions as F
     >>> class Net:
@@ -71,12 +73,23 @@ def checkpointed(wrapped: T | None = None, *, policy: Policy | None = None,
     >>> Net().block(np.zeros(2)).array
     array([0., 0.])
     """
-    options = dict(policy=policy, preserve_rng_state=preserve_rng_state,
-                   determinism_check=determinism_check)
+    options = check_options(policy, preserve_rng_state, determinism_check, early_stop, use_reentrant)
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {enabled!r}")
     if wrapped is None:
         return functools.partial(checkpointed, enabled=enabled, **options)
     if _is_callable_instance(wrapped):
         return CheckpointedModule(wrapped, enabled, options)
+    if not (callable(wrapped) or isinstance(wrapped, (staticmethod, classmethod))):
+        raise TypeError(f"checkpointed needs a function, method, module or module class, got "
+                        f"{type(wrapped).__name__} {wrapped!r}")
+
+    if inspect.isclass(wrapped):
+        @wrapt.decorator
+        def construct(cls: type, instance: Any, args: tuple, kwargs: dict) -> Any:
+            return CheckpointedModule(cls(*args, **kwargs), enabled, options)
+
+        return construct(wrapped)
 
     @wrapt.decorator
     def wrapper(fn: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:

@@ -454,7 +454,12 @@ def run_checkpointed(fn: Callable, args: Sequence, kwargs: dict, *, policy: Poli
             "(not their .array).")
     if node.records:
         freed, kept = node.freed_bytes(), node.kept_bytes
-        if freed <= kept:
+        if freed == 0:
+            _warn_once_per_call_site(
+                f"{node.label} saves no memory: every array it drops for backward is alive "
+                "anyway (its output, for instance), so checkpointing it only costs time. "
+                "Checkpoint larger blocks (several layers) instead.")
+        elif freed <= kept:
             _warn_once_per_call_site(
                 f"{node.label} frees {freed} bytes of intermediates but keeps {kept} bytes of "
                 "inputs alive for recomputation: it costs time and saves no memory. Checkpoint "

@@ -1,4 +1,4 @@
-"""checkpoint_sequential: checkpoint a chain of layers in segments.
+"""checkpoint_sequential: checkpoint a chain of layers in segments, or by a planner schedule.
 
 >>> import numpy as np, memsave as ms, memsave.functions as F
 >>> layers = [F.tanh] * 9
@@ -12,6 +12,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from memsave import backend
+from memsave.core.variable import Variable
+from memsave.remat.planner import Checkpoint, Schedule, Step, plan
 from memsave.remat.recompute import run_checkpointed
 
 
@@ -48,23 +51,70 @@ def _run_layers(layers: Sequence[Callable], x: Any) -> Any:
     return x
 
 
-def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | str = "sqrt",
-                          preserve_rng_state: bool = True, **options: Any) -> Any:
-    """Run ``layers`` one after another on ``x``, keeping only each segment's input.
+def _run_steps(steps: Sequence[Step], layers: Sequence[Callable], x: Any, options: dict) -> Any:
+    """Run a planner schedule: taped layers plainly, each Checkpoint as a (nested) checkpoint."""
+    for step in steps:
+        if isinstance(step, Checkpoint):
+            x = run_checkpointed(_run_steps, (step.steps, layers, x, options), {}, **options)
+        else:
+            x = layers[step](x)
+    return x
 
-    Every segment but the last is checkpointed; the last runs plainly, since backward
-    needs its intermediates straight away (recomputing them would only cost time).
-    ``options`` (``policy``, ``determinism_check``) go to :func:`memsave.checkpoint`.
+
+def _check_arguments(n_layers: int, segments: Any, budget: Any, schedule: Any) -> None:
+    if backend.is_array(segments) or isinstance(segments, Variable):
+        raise TypeError(
+            "checkpoint_sequential(layers, x, segments) takes one input x; its third argument is "
+            f"segments (a positive int or 'sqrt'), got an array of shape {segments.shape}. "
+            "Chains have a single input: pass other arrays to the layers (closures) or use "
+            "memsave.checkpoint for a block with several inputs.")
+    given = [name for name, value in (("segments", segments), ("budget", budget),
+                                      ("schedule", schedule)) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"checkpoint_sequential takes one of segments, budget or schedule, got "
+                         f"{' and '.join(given)}; pass only one")
+    if schedule is not None:
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a memsave.planner.Schedule, got {type(schedule).__name__}")
+        if schedule.n_layers != n_layers:
+            raise ValueError(f"schedule is for {schedule.n_layers} layers but {n_layers} were given; "
+                             "plan for this chain (memsave.planner.revolve / plan)")
+
+
+def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | str | None = None, *,
+                          budget: int | str | None = None, schedule: Schedule | None = None,
+                          preserve_rng_state: bool = True, **options: Any) -> Any:
+    """Run ``layers`` one after another on ``x``, recomputing instead of storing.
+
+    Give one of: ``segments`` (default ``"sqrt"``): equal segments, each keeping only its
+    input, every one but the last checkpointed (the last runs plainly, since backward
+    needs its intermediates straight away); ``budget`` (bytes or ``"300MiB"``): profile
+    the layers on ``x`` and run the fastest schedule whose predicted peak fits
+    (:func:`memsave.planner.plan`; profiling costs one extra forward and backward of
+    every layer, so in a loop plan once and pass ``schedule``); ``schedule``: a
+    :class:`memsave.planner.Schedule` (e.g. ``planner.revolve(len(layers), slots)``),
+    run with nested checkpoints.  ``options`` (``policy``, ``determinism_check``) go to
+    :func:`memsave.checkpoint`.
 
     >>> import numpy as np, memsave as ms, memsave.functions as F
     >>> checkpoint_sequential([F.relu, F.tanh], np.ones(2), segments=1).array.round(3)
     array([0.762, 0.762])
+    >>> checkpoint_sequential([F.tanh] * 4, np.ones(2), budget="1MiB").shape
+    (2,)
     """
     layers = list(layers)
-    bounds = segment_bounds(len(layers), segments)
+    _check_arguments(len(layers), segments, budget, schedule)
+    options = {"preserve_rng_state": preserve_rng_state, **options}
+    if budget is not None:
+        schedule = plan(layers, x, budget)
+    if schedule is not None:
+        if not (isinstance(x, Variable) or backend.is_array(x)):
+            raise TypeError(f"x must be a Variable or an array, got {type(x).__name__}")
+        x = x if isinstance(x, Variable) else Variable(x, requires_grad=False)
+        return _run_steps(schedule.steps, layers, x, options)
+    bounds = segment_bounds(len(layers), "sqrt" if segments is None else segments)
     for start, stop in bounds[:-1]:
-        x = run_checkpointed(_run_layers, (layers[start:stop], x), {},
-                             preserve_rng_state=preserve_rng_state, **options)
+        x = run_checkpointed(_run_layers, (layers[start:stop], x), {}, **options)
     if bounds:
         start, stop = bounds[-1]
         x = _run_layers(layers[start:stop], x)

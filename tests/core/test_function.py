@@ -258,3 +258,26 @@ def test_function_nodes_support_double_backprop_through_their_backward():
     ggx, = ms.grad(gx, x)
     t = np.tanh(1.5)
     np.testing.assert_allclose(ggx.array, -2 * t * (1 - t * t))
+
+
+class Exp2(FunctionNode):
+    """y = exp(x), retaining its output (Chainer's TestGradDelRetainedOutput2 shape)."""
+
+    def forward(self, x):
+        self.retain_outputs(0)
+        return np.exp(x)
+
+    def backward(self, indexes, gy):
+        y, = self.retained_outputs()
+        return gy * y
+
+
+def test_second_derivative_survives_dropping_a_retained_output():
+    x = var([0.3, -0.7])
+    y, = Exp2().apply(x)
+    z = (y * 1.0).sum()
+    del y                              # the retained output's Variable is gone
+    gx, = ms.grad(z, x, create_graph=True)
+    assert gx.creator is not None      # was a constant: second derivatives were lost
+    ggx, = ms.grad(gx.sum(), x)
+    np.testing.assert_allclose(ggx.array, np.exp(x.array), rtol=1e-12)

@@ -457,3 +457,61 @@ def test_parameter():
     np.testing.assert_array_equal(p.grad, [2.0, 2.0, 2.0])
     with pytest.raises(TypeError, match="list"):
         Parameter([1.0])
+
+
+def test_deepcopy_is_independent_of_the_original():
+    import copy
+    v = var([1.0, 2.0])
+    v.grad = np.array([0.5, 0.5])
+    v2 = copy.deepcopy(v)
+    (v2 * 2).sum().backward()
+    np.testing.assert_array_equal(v.grad, [0.5, 0.5])
+    np.testing.assert_array_equal(v2.grad, [2.5, 2.5])
+    v2.array[0] = 9.0
+    assert v.array[0] == 1.0
+
+
+def test_deepcopy_of_a_module_has_its_own_parameters():
+    import copy
+    lin = ms.nn.Linear(3, 2)
+    ref = copy.deepcopy(lin)
+    lin(Variable(np.ones((1, 3), dtype=np.float32))).sum().backward()
+    assert all(p.grad is None for p in ref.parameters())
+    assert all(p.grad is not None for p in lin.parameters())
+
+
+def test_zerograd_fills_zeros_and_cleargrad_sets_none():
+    v = var([1.0, 2.0])
+    v.zerograd()
+    np.testing.assert_array_equal(v.grad, [0.0, 0.0])
+    (v * 3).sum().backward()
+    np.testing.assert_array_equal(v.grad, [3.0, 3.0])
+    v.cleargrad()
+    assert v.grad is None
+
+
+def test_unchain_backward_cuts_the_whole_graph():
+    x = var([1.0, 2.0])
+    h = x * 2
+    y = h * 3
+    y.unchain_backward()
+    assert y.creator is None and h.creator is None
+
+
+def test_integer_arrays_are_constants_by_default_and_cannot_require_grad():
+    labels = Variable(np.arange(3))
+    assert labels.requires_grad is False
+    with pytest.raises(ms.DTypeError, match="only floating-point arrays can require gradients"):
+        Variable(np.arange(3), requires_grad=True)
+    with pytest.raises(ms.DTypeError):
+        ms.Parameter(np.arange(3))
+    with pytest.raises(ms.DTypeError):
+        Variable(np.array([True]), requires_grad=True)
+
+
+def test_grad_of_wrong_dtype_or_shape_is_rejected():
+    v = var([1.0, 2.0])
+    with pytest.raises(ms.DTypeError, match="gradient dtype float32 does not match"):
+        v.grad = np.ones(2, dtype=np.float32)
+    with pytest.raises(ms.ShapeError, match="gradient shape"):
+        v.grad = np.ones(3)

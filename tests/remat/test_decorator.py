@@ -166,3 +166,32 @@ def test_checkpointing_switch_and_no_grad_make_plain_calls():
     with ms.no_grad():
         y = block(ms.Variable(np.ones(3)))
     assert y.creator is None and len(calls) == 2
+
+
+def test_checkpointed_module_class_checkpoints_every_instance():
+    calls = []
+
+    class Block(ms.nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.lin = ms.nn.Linear(width, width)
+
+        def __call__(self, x):
+            calls.append(1)
+            return F.tanh(F.tanh(self.lin(x)))
+
+    Checkpointed = ms.checkpointed(Block)
+    block = Checkpointed(4)
+    assert isinstance(block, Block)
+    x = ms.Variable(np.ones((2, 4), dtype=np.float32))
+    y = F.tanh(block(x) * 2.0)
+    calls.clear()
+    y.sum().backward()
+    assert calls == [1]                       # recomputed once in backward: it was checkpointed
+    assert block.lin.W.grad is not None
+
+
+@pytest.mark.parametrize("bad", [3, "f", None.__class__.__name__])
+def test_checkpointed_rejects_what_it_cannot_wrap(bad):
+    with pytest.raises(TypeError, match="checkpointed needs a function"):
+        ms.checkpointed(bad)
