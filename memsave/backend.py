@@ -20,12 +20,18 @@ _cupy_checked = False
 
 
 def _import_cupy() -> ModuleType | None:
+    """cupy, or None when it is missing or sees no CUDA device.
+
+    A cupy that imports but has no device (no driver, no GPU) counts as missing: its
+    first call that touches the device would raise (``cupy.random.seed`` does).
+    """
     global _cupy, _cupy_checked
     if not _cupy_checked:
         _cupy_checked = True
         try:
-            _cupy = importlib.import_module("cupy")
-        except Exception:  # ImportError, or a CUDA driver error at import time
+            module = importlib.import_module("cupy")
+            _cupy = module if module.cuda.runtime.getDeviceCount() > 0 else None
+        except Exception:  # ImportError, or a CUDA driver/runtime error
             _cupy = None
     return _cupy
 
@@ -52,6 +58,24 @@ def get_array_module(*xs: Any) -> ModuleType:
     return numpy
 
 
+def array_module(device: str) -> ModuleType:
+    """The array namespace of a device: ``numpy`` for ``"cpu"``, ``cupy`` for ``"gpu"``.
+
+    Raises ``RuntimeError`` for ``"gpu"`` when cupy or a CUDA device is missing.
+
+    >>> array_module("cpu").__name__
+    'numpy'
+    """
+    if device == "cpu":
+        return numpy
+    if device != "gpu":
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if not is_gpu_available():
+        raise RuntimeError("device 'gpu' needs cupy and a CUDA device; install the extra: "
+                           "pip install 'memsave[gpu]' (or cupy-cuda12x / cupy-cuda13x)")
+    return _import_cupy()
+
+
 def is_array(x: Any) -> bool:
     """True for a NumPy or CuPy ndarray.
 
@@ -68,13 +92,7 @@ def is_gpu_available() -> bool:
     >>> isinstance(is_gpu_available(), bool)
     True
     """
-    cupy = _import_cupy()
-    if cupy is None:
-        return False
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    return _import_cupy() is not None
 
 
 def asarray(x: Any, xp: ModuleType | None = None, dtype: Any = None) -> Any:
@@ -164,13 +182,16 @@ class GpuMemoryTracker:
     def __init__(self) -> None:
         cupy = _import_cupy()
         if cupy is None:
-            raise RuntimeError("GPU memory tracking needs cupy: pip install 'memsave[gpu]'")
+            raise RuntimeError("GPU memory tracking needs cupy and a CUDA device: "
+                               "pip install 'memsave[gpu]'")
         from cupy.cuda import memory_hook
 
         tracker = self
 
         class _Hook(memory_hook.MemoryHook):
-            name = "memsave_tracker"
+            # CuPy refuses a second hook of the same name: one name per tracker lets
+            # measure("gpu") blocks nest, as they do on the CPU.
+            name = f"memsave_tracker_{id(tracker)}"
 
             def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
                 tracker.current += mem_size
