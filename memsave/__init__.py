@@ -13,6 +13,7 @@ from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
 from memsave import backend, functions, memory, random  # noqa: F401,E402
 from memsave import nn, optim, testing  # noqa: F401,E402
 from memsave.remat.decorator import checkpointed
+from memsave.remat import planner
 from memsave.remat.forget import forget
 from memsave.remat.recompute import checkpoint
 from memsave.remat.sequential import checkpoint_sequential
@@ -34,5 +35,5 @@ __all__ = [
     "config", "using_config", "no_grad", "enable_grad", "is_grad_enabled",
     "CheckpointError", "ShapeError", "DTypeError", "StateDictError", "UselessCheckpointWarning",
     "gradcheck", "gradgradcheck", "numerical_grad",
-    "backend", "functions", "memory", "nn", "optim", "random", "testing", "__version__",
+    "backend", "functions", "memory", "nn", "optim", "planner", "random", "testing", "__version__",
 ]

@@ -155,3 +155,70 @@ def test_unused_branch_of_a_checkpoint_is_freed_with_its_output():
     assert owner() is not None  # the unused branch still holds its slots
     del used, unused
     assert owner() is None
+
+
+def _tanh_chain(n=4):
+    return [F.tanh] * n, ms.Variable(np.linspace(-1, 1, 6).reshape(2, 3))
+
+
+@pytest.mark.parametrize("stray", [np.ones((2, 3)), ms.Variable(np.ones((2, 3)))])
+def test_an_array_where_segments_goes_is_a_clear_error(stray):
+    layers, x = _tanh_chain()
+    with pytest.raises(TypeError, match=r"takes one input x; its third argument is segments .* "
+                                        r"got an array of shape \(2, 3\)"):
+        ms.checkpoint_sequential(layers, x, stray)
+
+
+def test_a_stray_positional_argument_is_a_clear_error():
+    layers, x = _tanh_chain()
+    with pytest.raises(TypeError, match="positional argument"):
+        ms.checkpoint_sequential(layers, x, 2, x)
+
+
+@pytest.mark.parametrize("how,names", [
+    (dict(segments=2, budget="1MiB"), "segments and budget"),
+    (dict(budget=10**6, schedule=ms.planner.revolve(4, 2)), "budget and schedule"),
+    (dict(segments="sqrt", schedule=ms.planner.revolve(4, 2)), "segments and schedule"),
+])
+def test_segments_budget_and_schedule_exclude_each_other(how, names):
+    layers, x = _tanh_chain()
+    with pytest.raises(ValueError, match=f"takes one of segments, budget or schedule, got {names}"):
+        ms.checkpoint_sequential(layers, x, **how)
+
+
+def test_schedule_must_fit_the_chain():
+    layers, x = _tanh_chain(4)
+    with pytest.raises(ValueError, match="schedule is for 5 layers but 4 were given"):
+        ms.checkpoint_sequential(layers, x, schedule=ms.planner.revolve(5, 2))
+    with pytest.raises(TypeError, match="schedule must be a memsave.planner.Schedule, got tuple"):
+        ms.checkpoint_sequential(layers, x, schedule=(0, 1, 2, 3))
+
+
+def test_budget_below_the_minimum_names_it():
+    layers, x = _tanh_chain(4)
+    with pytest.raises(ValueError, match=r"below the minimum .* needs: \d+ bytes"):
+        ms.checkpoint_sequential(layers, x, budget=16)
+    with pytest.raises(ValueError, match="is not a size"):
+        ms.checkpoint_sequential(layers, x, budget="lots")
+
+
+def test_schedule_passes_checkpoint_options_through():
+    layers, x = _tanh_chain(4)
+    seen = []
+
+    def policy(op, array):
+        seen.append(op.label)
+        return False
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
+        y = ms.checkpoint_sequential(layers, x, schedule=ms.planner.revolve(4, 2), policy=policy,
+                                     determinism_check="checksum", preserve_rng_state=False)
+    np.testing.assert_allclose(y.array, np.tanh(np.tanh(np.tanh(np.tanh(x.array)))))
+    assert "Tanh" in seen
+
+
+def test_default_is_still_sqrt_segments():
+    mlp = MLP(depth=16, width=4, batch=2)
+    mlp.step("sqrt")
+    assert mlp.forwards == 16 + 12  # 4 segments, the last not recomputed
