@@ -1,14 +1,19 @@
-"""Workload W in memsave, with ``ms.checkpoint`` and ``ms.checkpoint_sequential``.
+"""Workloads W, cnn and transformer in memsave, with ``ms.checkpoint`` and
+``ms.checkpoint_sequential``.
 
     none  plain forward + backward
     each  ``ms.checkpoint(layer, h, weight, bias)`` around every layer
     sqrt  ``ms.checkpoint_sequential(layers, x, segments=segments)``
+
+cnn and transformer are ``memsave.bench``'s workloads, run by its own ``step`` (what
+``memsave bench cnn`` measures), at the sizes of workload.py's CNN and TRANSFORMER.
 
 Memory is measured with ``memsave.memory.measure()``, whose ``.peak`` is taken to be the
 peak live bytes above the level at the start of the ``with`` block.  Run with an
 interpreter where memsave is installed (``pip install -e .``):
 
     python benchmarks/memsave_bench.py --strategy sqrt --json
+    python benchmarks/memsave_bench.py --workload cnn --strategy each --json
 """
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ import sys
 from collections.abc import Callable
 
 from workload import (
+    BLOCK_WORKLOADS,
+    WORKLOADS,
+    BlockWorkload,
     LayerCounter,
     Step,
     W,
@@ -28,6 +36,7 @@ from workload import (
 )
 
 import memsave as ms
+import memsave.bench
 import memsave.functions as F
 import memsave.memory
 
@@ -77,6 +86,26 @@ def build(wl: Workload, strategy: str) -> Step:
     return step
 
 
+class BlockCounter(LayerCounter):
+    """Reads the layer forwards that a ``memsave.bench`` workload counts itself."""
+
+    def __init__(self, workload: memsave.bench.Workload) -> None:
+        super().__init__()
+        self.workload = workload
+
+    def count_during(self, step: Step) -> int:
+        start = self.workload.forwards
+        step()
+        return self.workload.forwards - start
+
+
+def build_blocks(wl: BlockWorkload, strategy: str) -> tuple[Step, LayerCounter]:
+    """``memsave.bench``'s step on its ``wl.name`` workload at ``wl``'s sizes."""
+    workload = memsave.bench.make_workload(wl.name, depth=wl.depth, width=wl.width,
+                                           batch=wl.batch, seq=wl.seq, seed=wl.seed)
+    return (lambda: memsave.bench.step(workload, strategy)), BlockCounter(workload)
+
+
 def measured_peak(step: Step) -> int:
     """Peak live bytes of ``step`` as reported by ``memsave.memory.measure()``."""
     with memsave.memory.measure() as usage:
@@ -90,10 +119,13 @@ def versions() -> dict[str, str]:
 
 
 def main() -> int:
-    args = bench_parser(__doc__.splitlines()[0]).parse_args()
-    step = build(W, args.strategy)
-    emit(run_benchmark("memsave", args.strategy, step, COUNTER, measured_peak, args.repeats,
-                       versions()), args.json)
+    args = bench_parser(__doc__.splitlines()[0], WORKLOADS).parse_args()
+    if args.workload == "mlp":
+        step, counter = build(W, args.strategy), COUNTER
+    else:
+        step, counter = build_blocks(BLOCK_WORKLOADS[args.workload], args.strategy)
+    emit(run_benchmark("memsave", args.strategy, step, counter, measured_peak, args.repeats,
+                       versions(), args.workload), args.json)
     return 0
 
 
