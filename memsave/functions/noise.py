@@ -32,7 +32,8 @@ class Dropout(FunctionNode):
     def forward(self, x):
         xp = get_array_module(x)
         dtype = "float64" if x.dtype == "float64" else "float32"  # what generators draw
-        mask = random.get_generator(xp).random(x.shape, dtype=dtype) >= self.ratio
+        # asarray: on a 0-d x the comparison gives a NumPy bool, not an array.
+        mask = xp.asarray(random.get_generator(xp).random(x.shape, dtype=dtype) >= self.ratio)
         self.save_for_backward(mask)
         return _apply_mask(x, mask, self.ratio)
 
