@@ -92,7 +92,7 @@ def _sweep(comm) -> list[tuple[int, float]]:
     for exp in range(3, 25, 3):
         buf = np.ones((1 << exp) // 4, dtype=np.float32)
         times = []
-        for _ in range(7 if exp < 20 else 3):
+        for _ in range(9 if exp < 20 else 5):
             comm.Barrier()
             start = time.perf_counter()
             comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
@@ -124,8 +124,11 @@ def fit_alpha_beta(sweep: list[tuple[int, float]], ranks: int) -> tuple[float, f
 
 def report(results: list[dict], args: argparse.Namespace) -> str:
     ms_ = 1e3
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [f"Weak scaling, per-rank batch {args.batch}, MLP depth {args.depth} width {args.width} "
-             f"float32, 1 BLAS thread per rank, {args.steps} timed steps (min / median):", "",
+             f"float32, 1 BLAS thread per rank, {args.steps} timed steps (min / median); "
+             f"{os.cpu_count()} cores, load average at the end {load}. The all-reduce time "
+             "includes waiting for the slower rank.", "",
              "| ranks | step ms | all-reduce ms | all-reduce share | bytes per rank per step | messages |",
              "|---|---|---|---|---|---|"]
     for r in results:
