@@ -502,6 +502,7 @@ def profile(layers: Sequence[Callable[[Any], Any]], x: Any) -> Chain:
                 given = Variable(h, requires_grad=True)
                 start = time.perf_counter()
                 out, kept = _kept_bytes(layer, given)
+                backend.synchronize(out.array)
                 uf.append(time.perf_counter() - start)
                 xbar.append(kept)
                 params = _parameters(out, given)
@@ -509,6 +510,7 @@ def profile(layers: Sequence[Callable[[Any], Any]], x: Any) -> Chain:
                 seed = backend.get_array_module(out.array).ones_like(out.array)
                 start = time.perf_counter()
                 grads = grad([out], [given, *params], grad_outputs=[seed], allow_unused=True)
+                backend.synchronize(out.array)
                 ub.append(time.perf_counter() - start)
                 h = out.array
                 sizes.append(h.nbytes)

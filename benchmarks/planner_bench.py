@@ -1,0 +1,107 @@
+"""The planner on workload W: measured peak vs budget, forwards and step time vs plain.
+
+Profiles W once (``memsave.planner.profile``), then for budgets between the least any
+schedule needs and the plain run's predicted peak solves the rotor DP, runs the schedule
+with ``checkpoint_sequential(schedule=...)`` and measures, in this one process: the peak
+live bytes of one step (tracemalloc), the layer forwards executed, and step times
+interleaved round by round with plain and sqrt segments (ratios: min and median).
+Also solves for sqrt segments' measured peak and for half of it (the issue's targets).
+
+    python benchmarks/planner_bench.py [--repeats 5] [--depth 64] [--batch 2048]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import memsave as ms
+from memsave import bench, planner
+from memsave.memory import MiB, measure
+
+
+def step(workload: bench.Workload, how: dict) -> None:
+    for p in workload.parameters:
+        p.cleargrad()
+    h = ms.checkpoint_sequential(workload.counted(), workload.x, **how)
+    loss = (h * h).sum() * (1.0 / h.size)
+    del h
+    loss.backward()
+
+
+def peak_and_forwards(workload: bench.Workload, how: dict) -> tuple[int, int]:
+    step(workload, how)  # warm-up
+    workload.forwards = 0
+    with measure() as m:
+        step(workload, how)
+    return m.peak, workload.forwards
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=2048)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
+    workload = bench.make_workload("mlp", depth=args.depth, batch=args.batch)
+    n = len(workload.layers)
+
+    start = time.perf_counter()
+    chain = planner.profile(workload.layers, workload.x)
+    print(f"profile: {time.perf_counter() - start:.2f} s; x {chain.x[0] / MiB:.2f} MiB, "
+          f"xbar {chain.xbar[0] / MiB:.2f} MiB, grad {chain.grad[0] / MiB:.3f} MiB per layer")
+    least = planner.minimum_budget(chain)[0]
+    plain_model = planner.simulate(tuple(range(n)), chain)[1]
+    plain_peak, _ = peak_and_forwards(workload, {"segments": 1})
+    sqrt_peak, sqrt_forwards = peak_and_forwards(workload, {"segments": "sqrt"})
+    print(f"minimum budget {least / MiB:.1f} MiB; plain: model {plain_model / MiB:.1f} MiB, "
+          f"measured {plain_peak / MiB:.1f} MiB; sqrt measured {sqrt_peak / MiB:.1f} MiB")
+
+    budgets = {"minimum": least, "sqrt/2": sqrt_peak // 2, "sqrt peak": sqrt_peak,
+               "mid": (sqrt_peak + plain_model) // 2, "plain": plain_model}
+    configs: dict[str, dict] = {"plain": {"segments": 1}, "sqrt segments": {"segments": "sqrt"}}
+    rows = []
+    for name, budget in budgets.items():
+        if budget < least:
+            print(f"{name}: {budget / MiB:.1f} MiB is below the minimum; skipped")
+            continue
+        start = time.perf_counter()
+        schedule = planner.solve(chain, budget)
+        solve_s = time.perf_counter() - start
+        peak, forwards = peak_and_forwards(workload, {"schedule": schedule})
+        label = f"budget {name}"
+        configs[label] = {"schedule": schedule}
+        rows.append((label, budget, schedule, peak, forwards - n, solve_s))
+
+    times: dict[str, list[float]] = {label: [] for label in configs}
+    for _ in range(args.repeats):
+        for label, how in configs.items():
+            start = time.perf_counter()
+            step(workload, how)
+            times[label].append(time.perf_counter() - start)
+    base = times["plain"]
+
+    def ratio(label: str) -> str:
+        return (f"{statistics.median(times[label]) / statistics.median(base):.2f} / "
+                f"{min(times[label]) / min(base):.2f}")
+
+    print(f"\nplain step: median {statistics.median(base) * 1e3:.0f} ms, min {min(base) * 1e3:.0f} ms "
+          f"({args.repeats} interleaved rounds)")
+    print("| budget | budget MiB | predicted peak MiB | measured peak MiB | measured / budget "
+          "| extra forwards predicted / executed | stored inputs | time vs plain (median / min) "
+          "| solve s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, budget, schedule, peak, executed, solve_s in rows:
+        print(f"| {label} | {budget / MiB:.1f} | {schedule.peak_bytes / MiB:.1f} | {peak / MiB:.1f} "
+              f"| {peak / budget:.3f} | {schedule.extra_forwards} / {executed} | {schedule.peak_slots} "
+              f"| {ratio(label)} | {solve_s:.1f} |")
+    print(f"| sqrt segments | - | - | {sqrt_peak / MiB:.1f} | - | - / {sqrt_forwards - n} | 8 "
+          f"| {ratio('sqrt segments')} | - |")
+    print(f"| plain | - | {plain_model / MiB:.1f} | {plain_peak / MiB:.1f} | - | 0 / 0 | 0 "
+          "| 1.00 / 1.00 | - |")
+
+
+if __name__ == "__main__":
+    main()
