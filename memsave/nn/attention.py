@@ -55,9 +55,10 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention({self.dim}): input has last axis {dim}")
         n = len(lead)
         qkv = F.reshape(self.qkv(x), (*lead, length, 3, self.heads, dim // self.heads))
-        # (..., L, 3, H, d) -> (3, ..., H, L, d)
-        qkv = F.transpose(qkv, (n + 1, *range(n), n + 2, n, n + 3))
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        # (..., L, 3, H, d) -> 3 x (..., L, H, d) -> (..., H, L, d): views; split's gradient
+        # is one concatenation (indexing would scatter into three zeroed copies and add them)
+        q, k, v = (F.transpose(F.squeeze(part, n + 1), (*range(n), n + 1, n, n + 2))
+                   for part in F.split(qkv, 3, axis=n + 1))
         out = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=self.causal)
         # (..., H, L, d) -> (..., L, H, d) -> (..., L, dim)
         out = F.transpose(out, (*range(n), n + 1, n, n + 2))

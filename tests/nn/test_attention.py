@@ -88,3 +88,21 @@ def test_gradcheck(module_gradcheck, causal):
     mha.qkv.b.array[...] = np.linspace(-0.3, 0.3, 12)
     x = np.random.default_rng(3).standard_normal((1, 3, 4))
     assert module_gradcheck(mha, x)
+
+
+def test_merging_heads_does_not_copy_the_attention_output():
+    """The fused op lays its (..., H, L, d) output out as (..., L, H, d), so the transpose and
+    reshape that merge heads are views: the output is stored once, not twice."""
+    import memsave as ms
+
+    mha = nn.MultiHeadAttention(8, heads=2, dtype=np.float64)
+    x = ms.Variable(np.random.default_rng(5).standard_normal((2, 5, 8)))
+    saved = []
+    with ms.saved_array_hooks(lambda a, fn: saved.append((type(fn).__name__, a)) or a, lambda a: a):
+        y = mha(x * 1.0)
+    attention_output = [a for name, a in saved if name == "ScaledDotProductAttention"
+                        and a.shape == (2, 2, 5, 4)][-1]
+    proj_input = [a for name, a in saved if name == "Linear" and a.shape == (2, 5, 8)][-1]
+    assert np.shares_memory(attention_output, proj_input)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
