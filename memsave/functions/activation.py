@@ -1,5 +1,8 @@
 """Activations: tanh, sigmoid, relu, leaky_relu, gelu, softmax, log_softmax, logsumexp.
 
+Each needs a floating-point input: a bool or integer array raises DTypeError (NumPy
+would return float16 for bool and int8, float64 for int64).
+
 >>> import numpy as np, memsave as ms
 >>> relu(ms.Variable(np.array([-1.0, 2.0]))).array
 array([0., 2.])
@@ -9,9 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy
+
 from memsave.backend import get_array_module
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
+from memsave.errors import DTypeError
 from memsave.functions.array import _check_axes, _kept_shape, reshape
 from memsave.functions.array import sum as sum_
 from memsave.functions.math import exp
@@ -151,14 +157,77 @@ def _normal_cdf_array(x: Any) -> Any:
     return 0.5 * _erfc_array(x * -math.sqrt(0.5))
 
 
-class _NormalCdf(FunctionNode):
-    def forward(self, x):
-        self.retain_inputs(0)
-        return _normal_cdf_array(x)
+_GELU_CUBIC = 0.044715
+_CHUNK = 1 << 16
+"""Elements per pass of a fused elementwise kernel on the CPU: its temporaries stay small
+(and in cache) instead of being x-sized."""
 
-    def backward(self, indexes, gy):
-        x, = self.retained_inputs()
-        return gy * exp(x * x * -0.5) * _INV_SQRT_2PI
+
+def _elementwise(kernel: Any, x: Any, *others: Any) -> Any:
+    """``kernel(x, *others)`` (a function of same-shaped arrays returning a new array) into
+    one new array of x's shape, applied chunk by chunk on the CPU."""
+    xp = get_array_module(x)
+    flat = [a.reshape(-1) for a in (x, *others)]
+    if xp is not numpy:
+        return kernel(*flat).reshape(x.shape)
+    out = xp.empty_like(flat[0])
+    for i in range(0, out.size, _CHUNK):
+        out[i:i + _CHUNK] = kernel(*(a[i:i + _CHUNK] for a in flat))
+    return out.reshape(x.shape)
+
+
+def _square(x: Any) -> Any:
+    """``x * x`` as a new array (also for 0-d ``x``, where NumPy would return a scalar)."""
+    return get_array_module(x).multiply(x, x, out=get_array_module(x).empty_like(x))
+
+
+def _gelu_tanh_inner(x: Any) -> Any:
+    """``tanh(sqrt(2/pi) * (x + 0.044715 x^3))`` in one new buffer."""
+    xp = get_array_module(x)
+    t = _square(x)
+    t *= _GELU_CUBIC
+    t += 1
+    t *= x
+    t *= _SQRT_2_OVER_PI
+    return xp.tanh(t, out=t)
+
+
+def _gelu_slope(x: Any, approximate: str) -> Any:
+    """GELU's derivative at ``x`` as a new array."""
+    xp = get_array_module(x)
+    if approximate == "none":  # P(X <= x) + x * density(x)
+        d = _square(x)
+        d *= -0.5
+        xp.exp(d, out=d)
+        d *= x * _INV_SQRT_2PI
+        d += _normal_cdf_array(x)
+        return d
+    # 0.5 (1 + t) + 0.5 x (1 - t^2) u' = (1 + t) (0.5 x u' (1 - t) + 0.5),
+    # with u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    d = _square(x)
+    d *= 3 * _GELU_CUBIC
+    d += 1
+    d *= x
+    d *= 0.5 * _SQRT_2_OVER_PI
+    t = _gelu_tanh_inner(x)
+    xp.subtract(1, t, out=t)
+    d *= t
+    d += 0.5
+    xp.subtract(2, t, out=t)
+    d *= t
+    return d
+
+
+def _gelu_tanh(x: Any) -> Any:
+    y = _gelu_tanh_inner(x)
+    y += 1
+    y *= x
+    y *= 0.5
+    return y
+
+
+def _gelu_exact(x: Any) -> Any:
+    return x * _normal_cdf_array(x)
 
 
 class GELU(FunctionNode):
@@ -167,20 +236,44 @@ class GELU(FunctionNode):
 
     def forward(self, x):
         self.retain_inputs(0)
-        if self.approximate == "tanh":
-            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
-            return 0.5 * x * (1 + get_array_module(x).tanh(inner))
-        return x * _normal_cdf_array(x)
+        return _elementwise(_gelu_tanh if self.approximate == "tanh" else _gelu_exact, x)
 
     def backward(self, indexes, gy):
         x, = self.retained_inputs()
-        if self.approximate == "tanh":
-            x2 = x * x
-            t = tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x2 * x))
-            dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x2)
-            return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
-        cdf = _NormalCdf().apply(x)[0]
-        return gy * (cdf + x * exp(x * x * -0.5) * _INV_SQRT_2PI)
+        return GELUGrad(self.approximate).apply(x, gy)[0]
+
+
+class GELUGrad(FunctionNode):
+    """``gy * gelu'(x)`` in place in one buffer: the backward of GELU, itself differentiable."""
+
+    def __init__(self, approximate):
+        self.approximate = approximate
+
+    def forward(self, x, gy):
+        self.retain_inputs(0, 1)
+        return _elementwise(self._kernel, x, gy)
+
+    def _kernel(self, x, gy):
+        gx = _gelu_slope(x, self.approximate)
+        gx *= gy
+        return gx
+
+    def backward(self, indexes, ggx):
+        x, gy = self.retained_inputs()
+        g_x = ggx * gy * _gelu_curvature(x, self.approximate) if 0 in indexes else None
+        g_gy = GELUGrad(self.approximate).apply(x, ggx)[0] if 1 in indexes else None
+        return g_x, g_gy
+
+
+def _gelu_curvature(x: Variable, approximate: str) -> Variable:
+    """GELU's second derivative, written with differentiable ops."""
+    x2 = x * x
+    if approximate == "none":  # density(x) * (2 - x^2)
+        return exp(x2 * -0.5) * _INV_SQRT_2PI * (2 - x2)
+    # (1 - t^2) (u' - x t u'^2 + 0.5 x u''),  u'' = 6 * 0.044715 sqrt(2/pi) x
+    t = tanh(_SQRT_2_OVER_PI * x * (1 + _GELU_CUBIC * x2))
+    du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x2)
+    return (1 - t * t) * (du - x * t * du * du + 3 * _GELU_CUBIC * _SQRT_2_OVER_PI * x2)
 
 
 # ----- softmax family -------------------------------------------------------------------
@@ -245,6 +338,16 @@ class LogSumExp(FunctionNode):
         return reshape(gy, kept) * exp(x - reshape(y, kept))
 
 
+def _floating(x: Any, what: str) -> Any:
+    """``x``, checked to hold floats: activations are float functions, and NumPy would give a
+    bool or int8 input a float16 result."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and dtype.kind != "f":
+        raise DTypeError(f"{what} needs a floating-point x, got dtype {dtype}; cast it first, "
+                         f"e.g. x.astype(numpy.float32)")
+    return x
+
+
 def tanh(x: Any) -> Variable:
     """Elementwise hyperbolic tangent.
 
@@ -252,7 +355,7 @@ def tanh(x: Any) -> Variable:
     >>> tanh(Variable(np.zeros(1))).array
     array([0.])
     """
-    return Tanh().apply(x)[0]
+    return Tanh().apply(_floating(x, "tanh"))[0]
 
 
 def sigmoid(x: Any) -> Variable:
@@ -262,7 +365,7 @@ def sigmoid(x: Any) -> Variable:
     >>> sigmoid(Variable(np.zeros(1))).array
     array([0.5])
     """
-    return Sigmoid().apply(x)[0]
+    return Sigmoid().apply(_floating(x, "sigmoid"))[0]
 
 
 def relu(x: Any) -> Variable:
@@ -272,7 +375,7 @@ def relu(x: Any) -> Variable:
     >>> relu(Variable(np.array([-3.0]))).array
     array([0.])
     """
-    return ReLU().apply(x)[0]
+    return ReLU().apply(_floating(x, "relu"))[0]
 
 
 def leaky_relu(x: Any, slope: float = 0.2) -> Variable:
@@ -282,7 +385,7 @@ def leaky_relu(x: Any, slope: float = 0.2) -> Variable:
     >>> leaky_relu(Variable(np.array([-2.0, 3.0]))).array
     array([-0.4,  3. ])
     """
-    return LeakyReLU(float(slope)).apply(x)[0]
+    return LeakyReLU(float(slope)).apply(_floating(x, "leaky_relu"))[0]
 
 
 def gelu(x: Any, approximate: str = "tanh") -> Variable:
@@ -300,7 +403,7 @@ def gelu(x: Any, approximate: str = "tanh") -> Variable:
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f'gelu: approximate must be "none" or "tanh", got {approximate!r}')
-    return GELU(approximate).apply(x)[0]
+    return GELU(approximate).apply(_floating(x, "gelu"))[0]
 
 
 def softmax(x: Any, axis: Any = -1) -> Variable:
@@ -310,6 +413,7 @@ def softmax(x: Any, axis: Any = -1) -> Variable:
     >>> softmax(Variable(np.array([0.0, np.log(3.0)]))).array
     array([0.25, 0.75])
     """
+    _floating(x, "softmax")
     return Softmax(_check_axes(axis, len(x.shape), "softmax")).apply(x)[0]
 
 
@@ -320,6 +424,7 @@ def log_softmax(x: Any, axis: Any = -1) -> Variable:
     >>> np.exp(log_softmax(Variable(np.array([0.0, np.log(3.0)]))).array)
     array([0.25, 0.75])
     """
+    _floating(x, "log_softmax")
     return LogSoftmax(_check_axes(axis, len(x.shape), "log_softmax")).apply(x)[0]
 
 
@@ -330,4 +435,5 @@ def logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Variable:
     >>> logsumexp(Variable(np.array([1000.0, 1000.0]))).array
     array(1000.69314718)
     """
+    _floating(x, "logsumexp")
     return LogSumExp(_check_axes(axis, len(x.shape), "logsumexp"), keepdims).apply(x)[0]

@@ -138,7 +138,12 @@ def _check_axes(axis: Any, ndim: int, what: str) -> tuple[int, ...]:
     """``axis`` (None, an int or a tuple) as sorted non-negative axes, checked against ``ndim``."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (int(axis),) if isinstance(axis, (int, numpy.integer)) else tuple(int(a) for a in axis)
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, (int, numpy.integer)):
+            raise TypeError(f"{what}: axis must be an int, a tuple of ints or None, got {axis!r} "
+                            f"({type(a).__name__})")
+    axes = tuple(int(a) for a in axes)
     for a in axes:
         if not -ndim <= a < ndim:
             raise ShapeError(f"{what}: axis {a} is out of range for an array of rank {ndim}")

@@ -1,8 +1,9 @@
 """Normalization: layer_norm, batch_norm.
 
-Each op keeps only ``x`` (and its per-feature parameters) for backward; the mean
-and variance are recomputed there with differentiable ops, so the gradient is
-itself differentiable (double backprop works) and nothing x-sized is stored twice.
+Each op keeps ``x``, ``gamma`` and the per-row (per-channel) mean and 1 / std for
+backward, never a normalized copy.  Backward is one fused pass over raw arrays;
+under ``create_graph=True`` it is written with differentiable ops instead (the
+statistics recomputed from ``x``), so double backprop works.
 
 Batch norm in training mode updates the running statistics in place, once per
 call, and never while a checkpoint re-runs its forward (``config.in_recompute``).
@@ -18,9 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from memsave.backend import get_array_module
-from memsave.config import config
+from memsave.config import config, is_grad_enabled
 from memsave.core.function import FunctionNode
-from memsave.core.variable import Variable
+from memsave.core.variable import Variable, as_variable
 from memsave.errors import ShapeError
 
 __all__ = ["layer_norm", "batch_norm"]
@@ -43,6 +44,46 @@ def _normalized_grad(x: Variable, gamma: Variable, gy: Variable, axes: tuple[int
     return gx, x_hat
 
 
+def _fused_grads(x: Any, gamma: Any, gy: Any, mu: Any, inv_std: Any, axes: tuple[int, ...],
+                 param_axes: tuple[int, ...], indexes: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    """``(gx, ggamma, gbeta)`` (None where not asked) on raw arrays, in three x-sized buffers.
+
+    Statistics over ``axes``; ``gamma`` is already broadcastable to ``x``; the parameter
+    gradients are summed over ``param_axes``.
+    """
+    x_hat = x - mu
+    x_hat *= inv_std
+    g_hat = gy * gamma
+    product = g_hat * x_hat
+    projection = product.mean(axis=axes, keepdims=True)
+    ggamma = gbeta = gx = None
+    if 1 in indexes:
+        ggamma = get_array_module(x).multiply(gy, x_hat, out=product).sum(axis=param_axes)
+    del product
+    if 2 in indexes:
+        gbeta = gy.sum(axis=param_axes)
+    if 0 in indexes:
+        gx = g_hat
+        gx -= g_hat.mean(axis=axes, keepdims=True)
+        x_hat *= projection
+        gx -= x_hat
+        gx *= inv_std
+    return gx, ggamma, gbeta
+
+
+def _variables(*arrays: Any) -> tuple[Variable | None, ...]:
+    return tuple(None if a is None else as_variable(a) for a in arrays)
+
+
+def _normalize(x: Any, mu: Any, inv_std: Any, gamma: Any, beta: Any) -> Any:
+    """``(x - mu) * inv_std * gamma + beta`` in one new buffer."""
+    y = x - mu
+    y *= inv_std
+    y *= gamma
+    y += beta
+    return y
+
+
 def _moments(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any, Any]:
     """Raw-array mean, biased variance and 1 / sqrt(var + eps) over ``axes`` (kept dims)."""
     xp = get_array_module(x)
@@ -61,13 +102,19 @@ class LayerNormalization(FunctionNode):
     def forward(self, x, gamma, beta):
         self.retain_inputs(0, 1)
         mu, _, inv_std = _moments(x, (-1,), self.eps)
-        return (x - mu) * inv_std * gamma + beta
+        self.save_for_backward(mu, inv_std)
+        return _normalize(x, mu, inv_std, gamma, beta)
 
     def backward(self, indexes, gy):
         from memsave.functions.array import reshape
         from memsave.functions.array import sum as sum_
 
         x, gamma = self.retained_inputs()
+        if not is_grad_enabled():
+            mu, inv_std = self.saved
+            lead = tuple(range(x.ndim - 1))
+            return _variables(*_fused_grads(x.array, gamma.array, gy.array, mu, inv_std, (-1,),
+                                            lead, indexes))
         gx, x_hat = _normalized_grad(x, gamma, gy, (-1,), self.eps)
         d = x.shape[-1]
         ggamma = sum_(reshape(gy * x_hat, (-1, d)), axis=0) if 1 in indexes else None
@@ -91,8 +138,9 @@ class BatchNormalization(FunctionNode):
         self.retain_inputs(0, 1)
         axes = _batch_axes(x.ndim)
         mu, var, inv_std = _moments(x, axes, self.eps)
+        self.save_for_backward(mu, inv_std)
         shape = _channel_shape(x)
-        y = (x - mu) * inv_std * gamma.reshape(shape) + beta.reshape(shape)
+        y = _normalize(x, mu, inv_std, gamma.reshape(shape), beta.reshape(shape))
         running_mean, running_var = self.running
         self.running = (None, None)
         if not config.in_recompute:
@@ -111,6 +159,10 @@ class BatchNormalization(FunctionNode):
 
         x, gamma = self.retained_inputs()
         axes = _batch_axes(x.ndim)
+        if not is_grad_enabled():
+            mu, inv_std = self.saved
+            return _variables(*_fused_grads(x.array, gamma.array.reshape(mu.shape), gy.array, mu,
+                                            inv_std, axes, axes, indexes))
         gx, x_hat = _normalized_grad(x, reshape(gamma, _channel_shape(x)), gy, axes, self.eps)
         ggamma = sum_(gy * x_hat, axis=axes) if 1 in indexes else None
         gbeta = sum_(gy, axis=axes) if 2 in indexes else None

@@ -164,3 +164,31 @@ def test_softmax_family_keeps_outputs_not_inputs():
     assert kept(lambda a: F.relu(a * 1.0) + F.leaky_relu(a * 1.0)) == [
         ("LeakyReLU", (3, 4)), ("ReLU", (3, 4))]
     assert kept(lambda a: F.logsumexp(a * 1.0)) == [("LogSumExp", (3,)), ("LogSumExp", (3, 4))]
+
+
+ACTIVATIONS = {"tanh": F.tanh, "sigmoid": F.sigmoid, "relu": F.relu, "leaky_relu": F.leaky_relu,
+               "gelu": F.gelu, "softmax": F.softmax, "log_softmax": F.log_softmax,
+               "logsumexp": F.logsumexp}
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int64, np.uint8])
+def test_non_float_input_raises_naming_the_dtype(name, dtype):
+    x = ms.Variable(np.ones((2, 3), dtype=dtype), requires_grad=False)
+    with pytest.raises(ms.DTypeError, match=f"{name} needs a floating-point x, got dtype "
+                                            f"{np.dtype(dtype)}; cast it first"):
+        ACTIVATIONS[name](x)
+    with pytest.raises(ms.DTypeError, match=f"got dtype {np.dtype(dtype)}"):
+        ACTIVATIONS[name](x.array)
+
+
+@pytest.mark.parametrize("op", [F.softmax, F.log_softmax, F.logsumexp])
+def test_axis_errors_name_the_argument(op):
+    x = var(np.zeros((2, 3)))
+    for bad in (1.0, "1", True, (0, 1.5)):
+        with pytest.raises(TypeError, match=r"axis must be an int, a tuple of ints or None, got "):
+            op(x, axis=bad)
+    for bad in (2, -3, (0, 5)):
+        with pytest.raises(ms.ShapeError, match="out of range for an array of rank 2"):
+            op(x, axis=bad)
+    assert op(x, axis=np.int64(1)).shape[0] == 2

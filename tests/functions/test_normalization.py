@@ -102,7 +102,7 @@ def test_running_statistics_float32_buffers():
     np.testing.assert_allclose(rm, 0.1 * x.mean(0), rtol=1e-5)
 
 
-def test_batch_norm_train_keeps_only_x():
+def test_normalizations_keep_x_and_small_statistics_not_normalized_copies():
     x0 = ms.Variable(rand(4, 3, 2, 2))
     x = F.tanh(x0)
     saved = []
@@ -111,7 +111,10 @@ def test_batch_norm_train_keeps_only_x():
         y = F.batch_norm(x, ms.Parameter(np.ones(3)), ms.Parameter(np.zeros(3)),
                          np.zeros(3), np.ones(3))
         z = F.layer_norm(x, ms.Parameter(np.ones(2)), ms.Parameter(np.zeros(2)))
-    assert saved == [("BatchNormalization", (4, 3, 2, 2)), ("LayerNormalization", (4, 3, 2, 2))]
+    channel, row = (1, 3, 1, 1), (4, 3, 2, 1)  # mean and 1 / std
+    assert saved == [("BatchNormalization", (4, 3, 2, 2)), ("BatchNormalization", channel),
+                     ("BatchNormalization", channel), ("LayerNormalization", (4, 3, 2, 2)),
+                     ("LayerNormalization", row), ("LayerNormalization", row)]
     (y.sum() + (z * z).sum()).backward()
     assert x0.grad.shape == x0.shape
 
@@ -152,3 +155,20 @@ def test_batch_norm_errors():
         F.batch_norm(np.zeros((4, 3, 2)), np.ones(3), np.zeros(3))
     with pytest.raises(ValueError, match="running_mean and running_var"):
         F.batch_norm(np.zeros((4, 3)), np.ones(3), np.zeros(3), train=False)
+
+
+@pytest.mark.parametrize("op, shape", [(F.layer_norm, (3, 2, 5)), (F.batch_norm, (4, 3)),
+                                       (F.batch_norm, (2, 3, 2, 2))])
+def test_fused_backward_equals_the_differentiable_one(op, shape):
+    """Plain backward runs one fused pass on raw arrays; create_graph=True the composition."""
+    c = shape[-1] if op is F.layer_norm else shape[1]
+    x, g, b = (ms.Variable(a) for a in (rand(*shape), rand(c, seed=1), rand(c, seed=2)))
+    y = op(x, g, b)
+    gy = rand(*shape, seed=3)
+    fused = ms.grad([y], [x, g, b], [gy], retain_graph=True)
+    composed = ms.grad([y], [x, g, b], [gy], create_graph=True)
+    assert all(a.creator is None for a in fused) and composed[0].creator is not None
+    for a, c_ in zip(fused, composed):
+        np.testing.assert_allclose(a.array, c_.array, rtol=0, atol=1e-12)
+    gx, = ms.grad([y], [x], [gy], retain_graph=True)  # only what is asked is computed
+    np.testing.assert_allclose(gx.array, fused[0].array, rtol=0, atol=1e-12)
