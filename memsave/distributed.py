@@ -195,13 +195,14 @@ class DataParallel(Module):
         diff = next(((m, r) for m, r in zip(mine, root) if m != r), None)
         if diff is None and len(mine) != len(root):
             diff = (f"{len(mine)} arrays", f"{len(root)} arrays")
-        if self.comm.allreduce(diff is not None, op=_mpi().LOR):
-            where = (f"this rank has {diff[0]}, rank 0 has {diff[1]}" if diff is not None
-                     else "another rank's model differs from rank 0's")
+        diffs = self.comm.allgather(diff)       # every rank raises, with the same message
+        bad = [(r, d) for r, d in enumerate(diffs) if d is not None]
+        if bad:
+            where = "; ".join(f"rank {r} has {d[0]} where rank 0 has {d[1]}" for r, d in bad)
             raise DistributedError(
-                f"DataParallel on rank {self.comm.Get_rank()}: every rank must build the same "
-                f"model (parameter and buffer names, shapes, dtypes); {where}. Build the model "
-                f"the same way on every rank (the values are broadcast from rank 0).")
+                f"DataParallel: every rank must build the same model (parameter and buffer "
+                f"names, shapes, dtypes): {where}. Build the model the same way on every rank "
+                f"(the values are broadcast from rank 0).")
 
     def _broadcast_from_rank0(self) -> None:
         for _, array in self._state():

@@ -98,7 +98,7 @@ def test_ranks_with_different_models_are_refused():
     proc = launch(2, "mismatch", timeout=60)
     assert proc.returncode != 0
     assert "DistributedError" in proc.stderr
-    assert ("this rank has ('W', (4, 2), 'float32'), rank 0 has ('W', (3, 2), 'float32')"
+    assert ("rank 1 has ('W', (4, 2), 'float32') where rank 0 has ('W', (3, 2), 'float32')"
             in proc.stderr), proc.stderr
 
 
