@@ -127,6 +127,16 @@ def test_allreduce_on_one_rank_keeps_gradients_and_reports_messages():
     np.testing.assert_array_equal(layer.b.grad, expected[1])
 
 
+def test_buckets_hold_one_dtype_each():
+    a, b = nn.Linear(2, 2, dtype=np.float32), nn.Linear(2, 2, dtype=np.float64)
+    net = dist.DataParallel(nn.Sequential(a, b))
+    x = np.ones((1, 2), dtype=np.float32)
+    (b(a(x).array.astype(np.float64)).sum() + a(x).sum()).backward()
+    stats = net.allreduce_grads()
+    assert stats.message_bytes == (16, 6 * 8, 6 * 4)      # flags, float64 bucket, float32 bucket
+    assert a.W.grad.dtype == np.float32 and b.W.grad.dtype == np.float64
+
+
 def test_parameters_without_gradient_keep_none():
     used, unused = nn.Linear(2, 2), nn.Linear(2, 2)
     net = dist.DataParallel(nn.Sequential(used, unused))
