@@ -1,9 +1,11 @@
 """``memsave bench``: the memory/time trade-off of checkpointing strategies, measured in one run.
 
 Each strategy runs the same training step (forward, backward) on the same
-workload; the table reports peak live bytes above the step's start (exact:
-tracemalloc on the CPU), median and min step time over the repeats, the number
-of layer forwards executed, and ratios against ``none`` from the same process.
+workload: one warm-up step, one step under tracemalloc for the peak live bytes
+above the step's start (exact on the CPU), then ``repeats`` timed steps.  The
+table reports min, median and max step time, the number of layer forwards
+executed, and ratios against ``none`` from the same process; :func:`spread_warnings`
+says when the step times vary too much for the time ratios to mean anything.
 
 >>> rows = run_benchmark(make_workload("mlp", depth=4, width=8, batch=4), ["none", "sqrt"], repeats=1)
 >>> [r.strategy for r in rows], rows[0].layer_forwards, rows[1].layer_forwards
@@ -14,11 +16,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import platform
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,9 @@ from memsave import nn
 from memsave.memory import MiB, measure
 
 WORKLOADS = ("mlp", "cnn", "transformer")
+SPREAD_LIMIT = 0.2
+"""Largest tolerated ``median / min - 1`` of a strategy's step times; above it the machine
+was busy during the run and the time ratios are not reliable."""
 
 
 @dataclass
@@ -39,6 +46,7 @@ class Workload:
     layers: list[Callable[[Any], Any]]
     x: ms.Variable
     parameters: list[ms.Parameter]
+    settings: dict[str, int] = field(default_factory=dict)
     forwards: int = 0
 
     def counted(self) -> list[Callable[[Any], Any]]:
@@ -63,13 +71,14 @@ def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq
     ``cnn``: depth residual blocks of Conv2d(3x3)+BatchNorm+ReLU on batch x width x seq x seq.
     ``transformer``: depth TransformerBlocks (width, 4 heads) on batch x seq tokens.
 
-    >>> make_workload("mlp", depth=2, width=4, batch=3).x.shape
-    (3, 4)
+    >>> w = make_workload("mlp", depth=2, width=4, batch=3)
+    >>> w.x.shape, w.settings
+    ((3, 4), {'depth': 2, 'width': 4, 'batch': 3, 'seq': 0, 'seed': 0})
     """
     ms.random.seed(seed)
     rng = np.random.default_rng(seed)
     if name == "mlp":
-        depth, width, batch = depth or 64, width or 256, batch or 2048
+        depth, width, batch, seq = depth or 64, width or 256, batch or 2048, 0
         linears = [nn.Linear(width, width) for _ in range(depth)]
         layers = [lambda h, lin=lin: F.tanh(lin(h)) for lin in linears]
         x = rng.standard_normal((batch, width))
@@ -88,7 +97,9 @@ def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq
     else:
         raise ValueError(f"unknown workload {name!r}; choose from {WORKLOADS}")
     params = [p for m in modules for p in m.parameters()]
-    return Workload(name, layers, ms.Variable(x.astype(np.float32), requires_grad=False), params)
+    settings = dict(depth=depth, width=width, batch=batch, seq=seq, seed=seed)
+    return Workload(name, layers, ms.Variable(x.astype(np.float32), requires_grad=False), params,
+                    settings)
 
 
 def parse_strategy(strategy: str) -> tuple[str, int | str | None]:
@@ -96,12 +107,16 @@ def parse_strategy(strategy: str) -> tuple[str, int | str | None]:
 
     >>> parse_strategy("segments=4"), parse_strategy("sqrt")
     (('segments', 4), ('sqrt', 'sqrt'))
+    >>> parse_strategy("segments=abc")
+    Traceback (most recent call last):
+    ...
+    ValueError: segments=K needs a positive integer K, got 'abc'
     """
     if strategy.startswith("segments="):
-        k = int(strategy.split("=", 1)[1])
-        if k < 1:
-            raise ValueError(f"segments must be >= 1, got {k}")
-        return "segments", k
+        k = strategy.split("=", 1)[1]
+        if not k.isdigit() or int(k) < 1:
+            raise ValueError(f"segments=K needs a positive integer K, got {k!r}")
+        return "segments", int(k)
     if strategy in ("none", "each"):
         return strategy, None
     if strategy == "sqrt":
@@ -134,15 +149,16 @@ class Row:
     workload: str
     strategy: str
     peak_bytes: int
-    median_s: float
     min_s: float
+    median_s: float
+    max_s: float
     layer_forwards: int
     peak_ratio: float = 1.0
     time_ratio: float = 1.0
 
 
 def measure_strategy(workload: Workload, strategy: str, repeats: int) -> Row:
-    """Warm up once, measure peak bytes in one step, then time ``repeats`` steps."""
+    """Warm up once, measure peak bytes in one step, then time ``repeats`` (>= 1) steps."""
     step(workload, strategy)
     workload.forwards = 0
     with measure() as m:
@@ -153,12 +169,14 @@ def measure_strategy(workload: Workload, strategy: str, repeats: int) -> Row:
         start = time.perf_counter()
         step(workload, strategy)
         times.append(time.perf_counter() - start)
-    return Row(workload.name, strategy, m.peak, statistics.median(times), min(times), forwards)
+    return Row(workload.name, strategy, m.peak, min(times), statistics.median(times), max(times),
+               forwards)
 
 
 def run_benchmark(workload: Workload, strategies: Sequence[str], repeats: int = 5,
                   progress: Callable[[Iterable], Iterable] = iter) -> list[Row]:
-    """Measure every strategy on one workload; ratios are against ``none`` (measured too)."""
+    """Measure every strategy on one workload.  ``none`` is always measured and comes first:
+    the ratios are against it."""
     names = list(dict.fromkeys(["none", *strategies]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
@@ -167,51 +185,138 @@ def run_benchmark(workload: Workload, strategies: Sequence[str], repeats: int = 
     for row in rows:
         row.peak_ratio = row.peak_bytes / base.peak_bytes
         row.time_ratio = row.median_s / base.median_s
-    return [r for r in rows if r.strategy in strategies]
+    return rows
+
+
+def spread(min_s: float, median_s: float) -> float:
+    """How far the median step time lies above the fastest step, as a fraction of it.
+
+    On an idle machine the steps of one strategy take nearly the same time; when other
+    work competes for the cores, most steps slow down and the median drifts up.
+
+    >>> round(spread(0.100, 0.130), 2)
+    0.3
+    """
+    return median_s / min_s - 1.0
+
+
+def spread_warnings(times: Sequence[tuple[str, float, float]]) -> list[str]:
+    """One warning per ``(strategy, min_s, median_s)`` whose :func:`spread` exceeds
+    :data:`SPREAD_LIMIT`; an empty list when the time ratios can be trusted.
+
+    >>> spread_warnings([("none", 0.100, 0.105), ("sqrt", 0.100, 0.180)])  # doctest: +NORMALIZE_WHITESPACE
+    ["warning: 'sqrt' steps: median 180.0 ms is 80% above the fastest (100.0 ms); the machine
+    was busy, so the time ratios are not reliable: rerun on an idle machine or with more
+    steps"]
+    """
+    return [f"warning: {name!r} steps: median {1e3 * median_s:.1f} ms is "
+            f"{100 * spread(min_s, median_s):.0f}% above the fastest ({1e3 * min_s:.1f} ms); "
+            "the machine was busy, so the time ratios are not reliable: rerun on an idle "
+            "machine or with more steps"
+            for name, min_s, median_s in times if spread(min_s, median_s) > SPREAD_LIMIT]
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts that a timing depends on (recorded with every result).
+
+    >>> sorted(environment())
+    ['blas', 'cpu_count', 'load_average', 'machine', 'memsave', 'numpy', 'platform', 'python']
+    """
+    facts: dict[str, Any] = {
+        "memsave": ms.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        facts["blas"] = None
+    else:
+        facts["blas"] = [{k: info.get(k) for k in ("internal_api", "version", "num_threads",
+                                                   "architecture")}
+                         for info in threadpool_info() if info.get("user_api") == "blas"]
+    return facts
 
 
 def format_table(rows: Sequence[Row]) -> str:
     """Aligned text table.
 
-    >>> print(format_table([Row("mlp", "none", MiB, 0.5, 0.4, 64)]).splitlines()[1].split())
-    ['mlp', 'none', '1.0', '1.000', '500.0', '400.0', '1.00', '64']
+    >>> print(format_table([Row("mlp", "none", MiB, 0.4, 0.5, 0.7, 64)]).splitlines()[1].split())
+    ['mlp', 'none', '1.0', '1.000', '400.0', '500.0', '700.0', '1.00', '64']
     """
-    header = ("workload", "strategy", "peak MiB", "peak ratio", "median ms", "min ms", "time ratio",
-              "forwards")
+    header = ("workload", "strategy", "peak MiB", "peak ratio", "min ms", "median ms", "max ms",
+              "time ratio", "forwards")
     body = [(r.workload, r.strategy, f"{r.peak_bytes / MiB:.1f}", f"{r.peak_ratio:.3f}",
-             f"{r.median_s * 1e3:.1f}", f"{r.min_s * 1e3:.1f}", f"{r.time_ratio:.2f}",
-             str(r.layer_forwards)) for r in rows]
+             f"{r.min_s * 1e3:.1f}", f"{r.median_s * 1e3:.1f}", f"{r.max_s * 1e3:.1f}",
+             f"{r.time_ratio:.2f}", str(r.layer_forwards)) for r in rows]
     widths = [max(len(c) for c in col) for col in zip(header, *body)]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *body])
 
 
-def format_json(rows: Sequence[Row]) -> str:
-    return json.dumps([asdict(r) for r in rows], indent=2)
+def format_json(rows: Sequence[Row], settings: dict[str, Any], env: dict[str, Any]) -> str:
+    """``{"settings": ..., "environment": ..., "rows": [...]}``: a result that says how it was made.
+
+    >>> out = json.loads(format_json([Row("mlp", "none", MiB, 0.4, 0.5, 0.7, 64)],
+    ...                              {"repeats": 5}, {"numpy": "2.0"}))
+    >>> out["settings"], out["environment"], out["rows"][0]["median_s"]
+    ({'repeats': 5}, {'numpy': '2.0'}, 0.5)
+    """
+    return json.dumps({"settings": settings, "environment": env, "rows": [asdict(r) for r in rows]},
+                      indent=2)
 
 
-def format_csv(rows: Sequence[Row]) -> str:
+def format_csv(rows: Sequence[Row], settings: dict[str, Any], env: dict[str, Any]) -> str:
+    """One line per strategy; the settings and environment repeat on every line, so each
+    line stands alone when results of several runs are concatenated.
+
+    >>> print(format_csv([Row("mlp", "none", MiB, 0.4, 0.5, 0.7, 64)], {"repeats": 5},
+    ...                  {"numpy": "2.0"}), end="")  # doctest: +NORMALIZE_WHITESPACE
+    workload,strategy,peak_bytes,min_s,median_s,max_s,layer_forwards,peak_ratio,time_ratio,repeats,numpy
+    mlp,none,1048576,0.4,0.5,0.7,64,1.0,1.0,5,2.0
+    """
+    lines = [{**asdict(r), **settings, **{k: _csv_value(v) for k, v in env.items()}} for r in rows]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(asdict(rows[0])))
+    writer = csv.DictWriter(out, fieldnames=list(lines[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(asdict(r) for r in rows)
+    writer.writerows(lines)
     return out.getvalue()
 
 
-def plot(rows: Sequence[Row], path: str) -> None:
-    """Memory ratio vs time ratio, one point per strategy (needs matplotlib: extra ``bench``)."""
+def _csv_value(value: Any) -> Any:
+    """Lists and dicts (load average, BLAS libraries) as compact JSON inside one CSV cell."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
+
+
+def require_matplotlib() -> None:
+    """Raise ``ImportError`` with the install hint when matplotlib is missing (checked before
+    a benchmark runs, so a missing plotting library does not waste the run)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise RuntimeError("--plot needs matplotlib: pip install 'memsave[bench]'") from exc
-    fig, ax = plt.subplots(figsize=(5, 4))
+        raise ImportError("--plot needs matplotlib: pip install 'memsave[bench]'") from exc
+
+
+def plot(rows: Sequence[Row], path: str) -> None:
+    """Peak MiB against median step ms, one labelled point per strategy, the min-max range of
+    step times as a horizontal bar, both axes from 0 (needs matplotlib: extra ``bench``)."""
+    require_matplotlib()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in rows:
-        ax.scatter(r.time_ratio, r.peak_ratio)
-        ax.annotate(r.strategy, (r.time_ratio, r.peak_ratio), textcoords="offset points", xytext=(4, 4))
-    ax.set_xlabel("step time / plain")
-    ax.set_ylabel("peak memory / plain")
-    ax.set_title(f"memsave checkpointing: {rows[0].workload}")
+        ms_, mib = r.median_s * 1e3, r.peak_bytes / MiB
+        ax.errorbar(ms_, mib, xerr=[[ms_ - r.min_s * 1e3], [r.max_s * 1e3 - ms_]], fmt="o",
+                    capsize=3, label=f"{r.strategy}: {mib:.1f} MiB, {ms_:.0f} ms")
+        ax.annotate(r.strategy, (ms_, mib), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlim(left=0, right=1.15 * max(r.max_s for r in rows) * 1e3)
+    ax.set_ylim(bottom=0, top=1.15 * max(r.peak_bytes for r in rows) / MiB)
+    ax.set_xlabel("step time, ms (median; bar: min to max)")
+    ax.set_ylabel("peak memory of a step, MiB")
+    ax.set_title(f"memsave bench {rows[0].workload}")
+    ax.legend(fontsize="small", loc="upper right")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

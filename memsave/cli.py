@@ -7,64 +7,124 @@ memsave ...
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import memsave
 from memsave import bench, demo
-from memsave.demo import DemoConfig, DemoError
+from memsave.demo import FULL, DemoConfig, DemoError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1.
+
+    >>> positive_int("3")
+    3
+    >>> positive_int("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a positive integer, got '0'
+    """
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def size_or_default(text: str) -> int:
+    """argparse type: an integer >= 0 (0 takes the workload's default).
+
+    >>> size_or_default("0")
+    0
+    >>> size_or_default("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a positive integer, or 0 for the default, got '-1'
+    """
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a positive integer, or 0 for the default, "
+                                         f"got {text!r}")
+    return int(text)
+
+
+def strategy(text: str) -> str:
+    """argparse type: a strategy that :func:`memsave.bench.parse_strategy` accepts."""
+    try:
+        bench.parse_strategy(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsave", description=memsave.__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
-    demo_parser = sub.add_parser(
+    _add_demo_parser(sub)
+    _add_bench_parser(sub)
+    return parser
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
         "demo", help="train a small model plain and checkpointed; compare memory/time",
         description="Train a character-level Transformer on Shakespeare three ways from the "
                     "same seed (plain, each block checkpointed, sqrt segments) and compare "
-                    "final loss, peak memory and step time. Exits with 1 if the loss curves "
-                    "differ.")
-    defaults = DemoConfig()
-    for name, help_text in [("steps", "training steps per strategy"),
+                    "final loss, peak memory and step time. The default size takes well under "
+                    "a minute on a 2-core machine and says how long it expects before it "
+                    "starts; --full is the larger run (several minutes). Exits with 1 if the "
+                    "loss curves differ.")
+    quick = DemoConfig()
+    for name, help_text in [("steps", "timed training steps per strategy, after 1 warm-up step"),
                             ("batch", "sequences per batch"),
                             ("seq", "context length (characters)"),
                             ("blocks", "number of Transformer blocks"),
                             ("width", "model width"),
-                            ("heads", "attention heads (must divide --width)"),
-                            ("seed", "random seed (weights and batches)")]:
-        demo_parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
-                          help=f"{help_text} (default: %(default)s)")
-    demo_parser.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device,
-                      help="run on the CPU (NumPy) or the GPU (CuPy) (default: %(default)s)")
-    demo_parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
-    _add_bench_parser(sub)
-    return parser
+                            ("heads", "attention heads (must divide --width)")]:
+        parser.add_argument(f"--{name}", type=positive_int, default=None,
+                            help=f"{help_text} (default: {getattr(quick, name)}; "
+                                 f"{getattr(FULL, name)} with --full)")
+    parser.add_argument("--seed", type=size_or_default, default=None,
+                        help=f"random seed (weights and batches) (default: {quick.seed})")
+    parser.add_argument("--full", action="store_true",
+                        help="the larger model and run; options given explicitly still apply")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                        help=f"run on the CPU (NumPy) or the GPU (CuPy) (default: {quick.device})")
+    parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench", help="measure peak memory and step time of checkpointing strategies",
         description="Run one workload under several checkpointing strategies in this process "
-                    "and report peak live bytes (tracemalloc), step times, layer forwards and "
-                    "ratios against the plain step.")
+                    "and report peak live bytes (tracemalloc), step times (min, median, max), "
+                    "layer forwards and ratios against the plain step ('none', always measured). "
+                    "Each strategy runs 1 warm-up step, 1 step under tracemalloc and --repeats "
+                    "timed steps.")
     parser.add_argument("workload", choices=bench.WORKLOADS, help="mlp is the reference workload W")
-    parser.add_argument("--strategies", nargs="+", default=["none", "each", "sqrt"],
+    parser.add_argument("--strategies", nargs="+", type=strategy, default=["none", "each", "sqrt"],
                         help="none, each, sqrt, segments=K (default: %(default)s)")
-    parser.add_argument("--depth", type=int, default=0, help="layers/blocks (0: the workload's default)")
-    parser.add_argument("--width", type=int, default=0, help="width/channels (0: default)")
-    parser.add_argument("--batch", type=int, default=0, help="batch size (0: default)")
-    parser.add_argument("--seq", type=int, default=0, help="sequence length / image side (0: default)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per strategy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--depth", type=size_or_default, default=0,
+                        help="layers/blocks (0: the workload's default)")
+    parser.add_argument("--width", type=size_or_default, default=0, help="width/channels (0: default)")
+    parser.add_argument("--batch", type=size_or_default, default=0, help="batch size (0: default)")
+    parser.add_argument("--seq", type=size_or_default, default=0,
+                        help="sequence length / image side (0: default)")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed steps per strategy (default: %(default)s)")
+    parser.add_argument("--seed", type=size_or_default, default=0)
     out = parser.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    out.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw memory vs time (needs matplotlib)")
+    out.add_argument("--json", action="store_true",
+                     help="print JSON (settings, versions, machine facts, rows) instead of a table")
+    out.add_argument("--csv", action="store_true",
+                     help="print CSV (settings, versions and machine facts on every line)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw peak MiB against step ms (needs matplotlib: memsave[bench])")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
 
-def _progress(enabled: bool):
+def _progress(enabled: bool) -> Callable[[Iterable[Any]], Iterable[Any]]:
     if enabled:
         try:
             from tqdm import tqdm
@@ -76,42 +136,60 @@ def _progress(enabled: bool):
 
 def _bench(args: argparse.Namespace) -> int:
     """``memsave bench``: measure the strategies on one workload and print the result."""
-    try:
-        for strategy in args.strategies:
-            bench.parse_strategy(strategy)
-        workload = bench.make_workload(args.workload, depth=args.depth, width=args.width,
-                                       batch=args.batch, seq=args.seq, seed=args.seed)
-    except ValueError as err:
-        print(f"memsave bench: error: {err}", file=sys.stderr)
-        return 2
+    workload = bench.make_workload(args.workload, depth=args.depth, width=args.width,
+                                   batch=args.batch, seq=args.seq, seed=args.seed)
+    settings = {"workload": args.workload, **workload.settings, "repeats": args.repeats}
+    print(f"memsave bench {args.workload}: "
+          + ", ".join(f"{k} {v}" for k, v in workload.settings.items() if v)
+          + f"; strategies {' '.join(dict.fromkeys(['none', *args.strategies]))}, each: 1 warm-up "
+            f"step, 1 step under tracemalloc, {args.repeats} timed steps", file=sys.stderr)
     rows = bench.run_benchmark(workload, args.strategies, repeats=args.repeats,
                                progress=_progress(not args.no_progress))
-    print(bench.format_json(rows) if args.json else bench.format_csv(rows) if args.csv
-          else bench.format_table(rows))
+    if args.json:
+        print(bench.format_json(rows, settings, bench.environment()))
+    elif args.csv:
+        print(bench.format_csv(rows, settings, bench.environment()), end="")
+    else:
+        print(bench.format_table(rows))
+    for warning in bench.spread_warnings([(r.strategy, r.min_s, r.median_s) for r in rows]):
+        print(warning, file=sys.stderr)
     if args.plot:
         bench.plot(rows, args.plot)
     return 0
 
 
+def _demo_config(args: argparse.Namespace) -> DemoConfig:
+    """The quick configuration (or :data:`memsave.demo.FULL` with ``--full``), with the
+    options given on the command line applied on top."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)
+             if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(FULL if args.full else DemoConfig(), **given)
+
+
 def _demo(args: argparse.Namespace) -> int:
     """``memsave demo``: build the configuration from the options and run it."""
     try:
-        cfg = DemoConfig(steps=args.steps, batch=args.batch, seq=args.seq, blocks=args.blocks,
-                         width=args.width, heads=args.heads, device=args.device, seed=args.seed)
-        return demo.run(cfg, progress=not args.no_progress)
+        return demo.run(_demo_config(args), progress=not args.no_progress)
     except DemoError as err:
         print(f"memsave demo: error: {err}", file=sys.stderr)
         return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.version:
         print(f"memsave {memsave.__version__}")
         return 0
     if args.command == "demo":
         return _demo(args)
     if args.command == "bench":
+        if args.plot:
+            try:
+                bench.require_matplotlib()
+            except ImportError as err:
+                parser.error(str(err))
         return _bench(args)
-    build_parser().print_help()
+    parser.print_help()
     return 0

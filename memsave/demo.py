@@ -11,7 +11,9 @@ The same model, from the same seed, on the same batches, is trained three ways:
     :func:`memsave.checkpoint_sequential` with ``segments="sqrt"``.
 
 Checkpointing recomputes exactly, so the three loss curves must agree; the table
-shows what each strategy costs in step time and saves in peak memory.
+shows what each strategy costs in step time (min, median and max over the timed
+steps) and saves in peak memory.  The default size finishes in well under a minute
+on a 2-core machine; :data:`FULL` is the larger run of ``memsave demo --full``.
 
 >>> cfg = DemoConfig(steps=1, batch=2, seq=8, blocks=2, width=16, heads=2)
 >>> results = [run_strategy(s, cfg, progress=False) for s in STRATEGIES]
@@ -21,6 +23,7 @@ True
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import sys
 import time
@@ -33,15 +36,19 @@ import numpy as np
 
 import memsave as ms
 import memsave.functions as F
-from memsave import backend, nn, optim
+from memsave import backend, bench, nn, optim
 from memsave.memory import MiB, measure
 
-__all__ = ["STRATEGIES", "LOSS_TOLERANCE", "DemoConfig", "StrategyResult", "DemoError",
+__all__ = ["STRATEGIES", "LOSS_TOLERANCE", "FULL", "DemoConfig", "StrategyResult", "DemoError",
            "load_text", "encode", "CharTransformer", "build_model", "batches", "train_step",
-           "run_strategy", "max_loss_difference", "format_table", "run"]
+           "estimate_seconds", "run_strategy", "max_loss_difference", "format_table",
+           "format_duration", "run"]
 
 STRATEGIES = ("plain", "each block", "sqrt")
 LOSS_TOLERANCE = 1e-4
+ESTIMATE_FACTOR = 3.7
+"""Cost of one step of every strategy in plain steps: 1 for plain, about 1.35 for each of
+the two checkpointed strategies (they run most of the forward pass twice)."""
 DATA_FILE = Path(__file__).parent / "data" / "shakespeare.txt"
 
 
@@ -51,13 +58,17 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Model size and training run of the demo (the CLI's options)."""
+    """Model size and training run of the demo (the CLI's options).
 
-    steps: int = 20
-    batch: int = 16
-    seq: int = 128
-    blocks: int = 8
-    width: int = 128
+    Each strategy trains ``1 + steps`` steps (the first is a warm-up and is not timed),
+    then runs one more step under tracemalloc for the peak memory.
+    """
+
+    steps: int = 10
+    batch: int = 8
+    seq: int = 64
+    blocks: int = 6
+    width: int = 64
     heads: int = 4
     lr: float = 3e-3
     device: str = "cpu"
@@ -74,9 +85,14 @@ class DemoConfig:
             raise DemoError(f"--device must be 'cpu' or 'gpu', got {self.device!r}")
 
 
+FULL = DemoConfig(steps=20, batch=16, seq=128, blocks=8, width=128, heads=4)
+"""The size of ``memsave demo --full`` (several minutes on a 2-core machine)."""
+
+
 @dataclass
 class StrategyResult:
-    """What one strategy's run gave: its loss curve, peak bytes of one step, step times."""
+    """What one strategy's run gave: its loss curve (warm-up step included), the peak bytes
+    of one step, and the times of the timed steps."""
 
     name: str
     losses: list[float]
@@ -91,6 +107,16 @@ class StrategyResult:
     def step_ms(self) -> float:
         """Median step time in milliseconds."""
         return 1000.0 * statistics.median(self.step_seconds)
+
+    @property
+    def min_ms(self) -> float:
+        """Fastest step in milliseconds."""
+        return 1000.0 * min(self.step_seconds)
+
+    @property
+    def max_ms(self) -> float:
+        """Slowest step in milliseconds."""
+        return 1000.0 * max(self.step_seconds)
 
 
 # ----- data -----------------------------------------------------------------------
@@ -213,22 +239,67 @@ def _synchronize(model: nn.Module) -> None:
         xp.cuda.Device().synchronize()
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar when tqdm is installed and ``enabled``; otherwise None."""
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=f"{desc:<10}", unit="step", leave=True, file=sys.stderr)
+class _Progress:
+    """A tqdm bar over one strategy's ``steps + 2`` steps whose label names the phase
+    (warm-up, timed, memory); does nothing when disabled or when tqdm is not installed."""
+
+    def __init__(self, total: int, strategy: str, enabled: bool) -> None:
+        self.strategy, self.bar = strategy, None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, unit="step", leave=True, file=sys.stderr)
+
+    def phase(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.strategy:<10} {name:<7}")
+
+    def step(self, loss: float | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update()
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.3f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _timed_step(model: CharTransformer, optimizer: optim.Optimizer, x: Any, y: Any
+                ) -> tuple[float, float]:
+    """:func:`train_step` and its wall time in seconds (the GPU waited for)."""
+    start = time.perf_counter()
+    loss = train_step(model, optimizer, x, y)
+    _synchronize(model)
+    return loss, time.perf_counter() - start
+
+
+def estimate_seconds(cfg: DemoConfig, ids: np.ndarray, vocab: Sequence[str]) -> float:
+    """Rough wall time of the whole demo, extrapolated from the faster of two plain steps run
+    now (the process's first step pays one-time costs).
+
+    >>> ids, vocab = encode(load_text()[:2000])
+    >>> estimate_seconds(DemoConfig(steps=1, batch=2, seq=8, blocks=1, width=8, heads=2),
+    ...                  ids, vocab) > 0
+    True
+    """
+    model = build_model(len(vocab), cfg, "plain")
+    x, y = next(batches(ids, cfg.batch, cfg.seq, cfg.seed))
+    if cfg.device == "gpu":
+        x, y = backend.to_gpu(x), backend.to_gpu(y)
+    optimizer = optim.Adam(model.parameters(), lr=cfg.lr)
+    seconds = min(_timed_step(model, optimizer, x, y)[1] for _ in range(2))
+    return seconds * (cfg.steps + 2) * ESTIMATE_FACTOR
 
 
 def run_strategy(strategy: str, cfg: DemoConfig, progress: bool = True,
                  ids: np.ndarray | None = None, vocab: Sequence[str] | None = None
                  ) -> StrategyResult:
-    """Train the model ``cfg.steps`` steps with ``strategy``, timing each step, then measure
-    the peak memory of one more step (separately: tracemalloc slows things down).
+    """Train the model with ``strategy``: one warm-up step (not timed), ``cfg.steps`` timed
+    steps, then one more step under tracemalloc for the peak memory (apart from the timed
+    steps: tracemalloc slows things down).
 
     ``ids``/``vocab`` default to the encoded Shakespeare text.
     """
@@ -239,28 +310,26 @@ def run_strategy(strategy: str, cfg: DemoConfig, progress: bool = True,
     data = batches(ids, cfg.batch, cfg.seq, cfg.seed)
     to_device = backend.to_gpu if cfg.device == "gpu" else (lambda a: a)
     losses, seconds = [], []
-    bar = _progress(cfg.steps + 1, strategy, progress)
+    bar = _Progress(cfg.steps + 2, strategy, progress)
     try:
-        for _ in range(cfg.steps):
+        for i in range(1 + cfg.steps):
+            bar.phase("warm-up" if i == 0 else "timed")
             x, y = (to_device(a) for a in next(data))
-            start = time.perf_counter()
-            losses.append(train_step(model, optimizer, x, y))
-            _synchronize(model)
-            seconds.append(time.perf_counter() - start)
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            loss, elapsed = _timed_step(model, optimizer, x, y)
+            losses.append(loss)
+            if i > 0:
+                seconds.append(elapsed)
+            bar.step(loss)
+        bar.phase("memory")
         x, y = (to_device(a) for a in next(data))
         optimizer.zero_grad()   # last step's gradients: not part of the measured step
         gc.collect()
         with measure(cfg.device) as m:
             train_step(model, optimizer, x, y)
             _synchronize(model)
-        if bar is not None:
-            bar.update()
+        bar.step()
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return StrategyResult(strategy, losses, m.peak, seconds)
 
 
@@ -280,22 +349,36 @@ def max_loss_difference(results: Sequence[StrategyResult]) -> float:
 def format_table(results: Sequence[StrategyResult]) -> str:
     """The comparison table; ratios are relative to the first row (plain).
 
-    >>> rows = [StrategyResult("plain", [2.0], 8 * MiB, [0.1]),
-    ...         StrategyResult("sqrt", [2.0], 4 * MiB, [0.125])]
+    The step times are min, median and max over the timed steps; the time ratio is the
+    ratio of medians.
+
+    >>> rows = [StrategyResult("plain", [2.0], 8 * MiB, [0.1, 0.1, 0.11]),
+    ...         StrategyResult("sqrt", [2.0], 4 * MiB, [0.12, 0.125, 0.13])]
     >>> print(format_table(rows))
-    strategy    final loss  peak MiB  step ms  memory vs plain  time vs plain
-    plain           2.0000       8.0    100.0            1.00x          1.00x
-    sqrt            2.0000       4.0    125.0            0.50x          1.25x
+    strategy    final loss  peak MiB  min ms  median ms  max ms  memory vs plain  time vs plain
+    plain           2.0000       8.0   100.0      100.0   110.0            1.00x          1.00x
+    sqrt            2.0000       4.0   120.0      125.0   130.0            0.50x          1.25x
     """
     base = results[0]
-    header = (f"{'strategy':<10}  {'final loss':>10}  {'peak MiB':>8}  {'step ms':>7}  "
-              f"{'memory vs plain':>15}  {'time vs plain':>13}")
+    header = (f"{'strategy':<10}  {'final loss':>10}  {'peak MiB':>8}  {'min ms':>6}  "
+              f"{'median ms':>9}  {'max ms':>6}  {'memory vs plain':>15}  {'time vs plain':>13}")
     lines = [header]
     for r in results:
         lines.append(f"{r.name:<10}  {r.final_loss:>10.4f}  {r.peak_bytes / MiB:>8.1f}  "
-                     f"{r.step_ms:>7.1f}  {r.peak_bytes / base.peak_bytes:>14.2f}x  "
-                     f"{r.step_ms / base.step_ms:>12.2f}x")
+                     f"{r.min_ms:>6.1f}  {r.step_ms:>9.1f}  {r.max_ms:>6.1f}  "
+                     f"{r.peak_bytes / base.peak_bytes:>14.2f}x  {r.step_ms / base.step_ms:>12.2f}x")
     return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    """A rough duration for people: whole seconds up to 90 s, then minutes.
+
+    >>> format_duration(41.3), format_duration(430)
+    ('41 s', '8 min')
+    """
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{math.ceil(seconds / 60)} min"
 
 
 def run(cfg: DemoConfig, progress: bool = True, out: TextIO | None = None) -> int:
@@ -308,16 +391,25 @@ def run(cfg: DemoConfig, progress: bool = True, out: TextIO | None = None) -> in
         raise DemoError("--device gpu: no usable GPU (CuPy is not installed or sees no "
                         "CUDA device); install memsave[gpu] on a machine with a GPU, or use "
                         "--device cpu")
+    started = time.perf_counter()
     ids, vocab = encode(load_text())
     n_params = sum(p.size for p in build_model(len(vocab), cfg, "plain").parameters())
     print(f"memsave demo: char-level Transformer, {cfg.blocks} blocks, width {cfg.width}, "
           f"{cfg.heads} heads, context {cfg.seq}, batch {cfg.batch}, {n_params:,} parameters, "
-          f"{cfg.steps} steps per strategy on {cfg.device}", file=out, flush=True)
+          f"on {cfg.device}", file=out)
+    print(f"{len(STRATEGIES)} strategies ({', '.join(STRATEGIES)}), each: 1 warm-up step, "
+          f"{cfg.steps} timed steps, 1 step under tracemalloc for the peak memory", file=out)
+    print("estimated time (from two plain steps): ", end="", file=out, flush=True)
+    print(f"about {format_duration(estimate_seconds(cfg, ids, vocab))}", file=out, flush=True)
     results = [run_strategy(name, cfg, progress, ids, vocab) for name in STRATEGIES]
     print(format_table(results), file=out)
+    for warning in bench.spread_warnings([(r.name, r.min_ms / 1e3, r.step_ms / 1e3)
+                                          for r in results]):
+        print(warning, file=out)
     diff = max_loss_difference(results)
     agree = diff <= LOSS_TOLERANCE
     verdict = "agree" if agree else "DIFFER"
     print(f"losses {verdict} across strategies: max |diff| = {diff:.2e} "
-          f"(tolerance {LOSS_TOLERANCE:g})", file=out, flush=True)
+          f"(tolerance {LOSS_TOLERANCE:g})", file=out)
+    print(f"done in {format_duration(time.perf_counter() - started)}", file=out, flush=True)
     return 0 if agree else 1

@@ -1,8 +1,14 @@
 """memsave.bench: workloads build, strategies run and report consistent counts and ratios."""
+import csv
+import io
 import json
+import os
+import sys
 
+import numpy as np
 import pytest
 
+import memsave
 from memsave import bench
 
 
@@ -40,10 +46,37 @@ def test_unknown_workload_is_rejected():
 
 
 def test_output_formats():
-    rows = bench.run_benchmark(bench.make_workload("mlp", depth=2, width=4, batch=2), ["none"], repeats=1)
-    assert json.loads(bench.format_json(rows))[0]["strategy"] == "none"
-    assert bench.format_csv(rows).splitlines()[0].startswith("workload,strategy,peak_bytes")
-    assert "peak ratio" in bench.format_table(rows)
+    rows = bench.run_benchmark(bench.make_workload("mlp", depth=2, width=4, batch=2), ["none"],
+                               repeats=3)
+    settings, env = {"workload": "mlp", "depth": 2}, bench.environment()
+    doc = json.loads(bench.format_json(rows, settings, env))
+    assert doc["settings"] == settings and doc["rows"][0]["strategy"] == "none"
+    assert doc["environment"]["memsave"] == memsave.__version__
+    assert doc["environment"]["numpy"] == np.__version__
+    assert doc["environment"]["cpu_count"] == os.cpu_count()
+    row = doc["rows"][0]
+    assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+    table = list(csv.DictReader(io.StringIO(bench.format_csv(rows, settings, env))))
+    assert len(table) == 1
+    assert table[0]["strategy"] == "none" and table[0]["depth"] == "2"
+    assert table[0]["memsave"] == memsave.__version__ and table[0]["numpy"] == np.__version__
+    assert json.loads(table[0]["load_average"]) == env["load_average"]
+    assert "peak ratio" in bench.format_table(rows) and "max ms" in bench.format_table(rows)
+
+
+def test_none_is_always_measured_and_reported_first():
+    rows = bench.run_benchmark(bench.make_workload("mlp", depth=4, width=4, batch=2), ["sqrt"],
+                               repeats=1)
+    assert [r.strategy for r in rows] == ["none", "sqrt"]
+    assert rows[1].time_ratio == rows[1].median_s / rows[0].median_s
+
+
+def test_spread_warnings():
+    assert bench.spread_warnings([("none", 0.1, 0.11), ("sqrt", 0.2, 0.23)]) == []
+    [warning] = bench.spread_warnings([("none", 0.1, 0.11), ("sqrt", 0.2, 0.3)])
+    assert warning.startswith("warning: 'sqrt' steps: median 300.0 ms is 50% above the fastest "
+                              "(200.0 ms)")
+    assert "time ratios are not reliable" in warning
 
 
 def test_cli_bench_prints_table_and_json(capsys):
@@ -55,11 +88,73 @@ def test_cli_bench_prints_table_and_json(capsys):
     assert "peak ratio" in out and "sqrt" in out
     assert main(["bench", "mlp", "--depth", "2", "--width", "4", "--batch", "2", "--repeats", "1",
                  "--no-progress", "--json", "--strategies", "none"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["layer_forwards"] == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["rows"][0]["layer_forwards"] == 2
+    assert doc["settings"] == {"workload": "mlp", "depth": 2, "width": 4, "batch": 2, "seq": 0,
+                               "seed": 0, "repeats": 1}
+    assert captured.err.startswith("memsave bench mlp: depth 2, width 4, batch 2; strategies none, "
+                                   "each: 1 warm-up step, 1 step under tracemalloc, 1 timed steps")
 
 
-def test_cli_bench_rejects_bad_strategy(capsys):
+def test_cli_bench_csv_carries_settings_and_versions(capsys):
     from memsave.cli import main
 
-    assert main(["bench", "mlp", "--strategies", "every", "--no-progress"]) == 2
-    assert "unknown strategy 'every'" in capsys.readouterr().err
+    assert main(["bench", "mlp", "--depth", "2", "--width", "4", "--batch", "2", "--repeats", "1",
+                 "--no-progress", "--csv", "--strategies", "none", "each"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["strategy"] for r in table] == ["none", "each"]
+    assert {r["width"] for r in table} == {"4"} and {r["repeats"] for r in table} == {"1"}
+    assert {r["numpy"] for r in table} == {np.__version__}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--strategies", "every"], "argument --strategies: unknown strategy 'every'"),
+    (["--strategies", "segments=abc"],
+     "argument --strategies: segments=K needs a positive integer K, got 'abc'"),
+    (["--repeats", "0"], "argument --repeats: must be a positive integer, got '0'"),
+    (["--depth", "-1"], "argument --depth: must be a positive integer, or 0 for the default, got '-1'"),
+])
+def test_cli_bench_bad_arguments_are_argparse_errors(capsys, monkeypatch, args, message):
+    from memsave.cli import main
+
+    monkeypatch.setattr(bench, "run_benchmark", _must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "mlp", *args, "--no-progress"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the benchmark ran although its arguments were rejected")
+
+
+def test_cli_bench_plot_without_matplotlib_fails_before_running(capsys, monkeypatch, tmp_path):
+    from memsave.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)    # import matplotlib -> ImportError
+    monkeypatch.setattr(bench, "run_benchmark", _must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "mlp", "--plot", str(tmp_path / "p.png"), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "--plot needs matplotlib: pip install 'memsave[bench]'" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_plot_shows_absolute_values_from_zero_with_every_strategy_labelled(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)       # keep the figure to inspect it
+    rows = bench.run_benchmark(bench.make_workload("mlp", depth=4, width=8, batch=4),
+                               ["none", "each", "sqrt"], repeats=2)
+    bench.plot(rows, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0
+    ax = figures[0].axes[0]
+    assert ax.get_xlim()[0] == 0 and ax.get_ylim()[0] == 0
+    assert "MiB" in ax.get_ylabel() and "ms" in ax.get_xlabel()
+    assert {t.get_text() for t in ax.texts} == {"none", "each", "sqrt"}
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0] == f"none: {rows[0].peak_bytes / bench.MiB:.1f} MiB, {rows[0].median_s * 1e3:.0f} ms"
