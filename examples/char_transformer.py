@@ -8,7 +8,12 @@ segment's input and recomputes the rest in backward.  Dropout is on by default:
 the recomputation replays the same masks, so the loss curves still agree exactly.
 At the end the checkpointed model writes a few lines of "Shakespeare".
 
-    python examples/char_transformer.py                  # --help for options
+Duration: the default run (two trainings of 80 steps) takes several minutes on a
+2-core machine (514 s measured on a busy one); ``--quick`` (a tiny model, 3 steps)
+takes about 3 s.  ``memsave demo`` is the one-minute version.
+
+    python examples/char_transformer.py --quick          # a smoke test, seconds
+    python examples/char_transformer.py                  # several minutes; --help for options
     python examples/char_transformer.py --segments 2 --steps 300 --sample 500
 """
 from __future__ import annotations
@@ -17,8 +22,8 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -142,7 +147,9 @@ def parse_segments(value: str) -> int | str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="The default run takes several minutes on a 2-core machine; --quick takes seconds.")
     add = parser.add_argument
     add("--steps", type=int, default=80, help="training steps per run (default: %(default)s)")
     add("--batch", type=int, default=16, help="sequences per batch (default: %(default)s)")
@@ -171,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(text):,} characters, {len(vocab)} distinct; {args.blocks} blocks, width "
           f"{args.width}, {args.heads} heads, context {args.context}, batch {args.batch}, "
           f"dropout {args.dropout}, segments {args.segments}, {args.steps} steps")
+    if not args.quick:
+        print("two trainings of this size take several minutes on a 2-core machine "
+              "(--quick: seconds)", flush=True)
     _, plain_losses, plain_time, plain_peak = train(args, ids, len(vocab), None, "plain")
     ckpt, ckpt_losses, ckpt_time, ckpt_peak = train(args, ids, len(vocab), args.segments,
                                                     "checkpointed")

@@ -11,6 +11,9 @@ workspace, which checkpointing does not touch: the saving grows with depth.
 
     pip install -e '.[examples]'       # scikit-learn: the digits ship with it, no download
     python examples/digits_cnn.py      # --help for options
+
+Duration: ``--quick`` (1 epoch) took 15 s on a busy 2-core machine; the default 4 epochs
+take about four times as long.
 """
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ training step must peak lower, and the test accuracy is reported (> 90%).
 
     pip install -e '.[examples]'       # scikit-learn: the digits ship with it, no download
     python examples/digits_mlp.py      # --help for options
+
+Duration: ``--quick`` (2 epochs) took 43 s on a busy 2-core machine; the default 20 epochs
+take about ten times as long.
 """
 from __future__ import annotations
 
