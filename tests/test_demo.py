@@ -53,7 +53,6 @@ def test_step_times_show_min_median_max(tiny_run):
 
 
 def test_progress_bars_count_warm_up_timed_and_memory_steps(capsys):
-    pytest.importorskip("tqdm")
     cfg = demo.DemoConfig(steps=2, batch=2, seq=8, blocks=2, width=8, heads=2)
     result = demo.run_strategy("plain", cfg, progress=True)
     err = capsys.readouterr().err

@@ -348,7 +348,7 @@ class EmbedIDGrad(FunctionNode):
 
 
 def embed_id(ids: Any, W: Any) -> Variable:
-    """Look up rows of ``W`` (vocab, dim) for integer ``ids`` of any shape: (*ids.shape, dim).
+    """Look up rows of ``W`` (vocab, dim) for integer ``ids`` of any shape: ``(*ids.shape, dim)``.
 
     The gradient adds each row's gradient into ``W``'s rows (repeated ids accumulate).
 

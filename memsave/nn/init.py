@@ -51,7 +51,7 @@ def calculate_gain(nonlinearity: str = "leaky_relu", param: float | None = None)
 
 
 def fan_in_and_fan_out(shape: Shape) -> tuple[int, int]:
-    """Fan-in and fan-out of a weight of ``shape`` = (out, in, *kernel).
+    """Fan-in and fan-out of a weight of ``shape`` = ``(out, in, *kernel)``.
 
     >>> fan_in_and_fan_out((16, 3, 3, 3))
     (27, 144)
