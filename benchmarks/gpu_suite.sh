@@ -25,8 +25,6 @@ if [ -z "${PYTHON:-}" ]; then
     .venv-gpu/bin/python -m pip install -q -e '.[test,mpi]' "$package" || exit 1
     PYTHON=.venv-gpu/bin/python
 fi
-bin=$(dirname "$PYTHON")
-
 {
     echo "date: $stamp"
     echo "commit: $(git rev-parse HEAD 2>/dev/null)"
@@ -65,9 +63,9 @@ run() {   # run NAME COMMAND...: record output and exit status
 }
 echo "| command | exit |" > "$out/commands.md"
 echo "|---|---|" >> "$out/commands.md"
-run bench_mlp_gpu "$bin/memsave" bench mlp --device gpu --no-progress
-run bench_mlp_cpu "$bin/memsave" bench mlp --no-progress
-run demo_gpu "$bin/memsave" demo --device gpu --no-progress
+run bench_mlp_gpu "$PYTHON" -m memsave bench mlp --device gpu --no-progress
+run bench_mlp_cpu "$PYTHON" -m memsave bench mlp --no-progress
+run demo_gpu "$PYTHON" -m memsave demo --device gpu --no-progress
 
 {
     echo "# GPU suite, $stamp"
