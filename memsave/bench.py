@@ -59,8 +59,12 @@ class Workload:
         return [wrap(layer) for layer in self.layers]
 
 
-def _residual(block: Callable) -> Callable:
+def _residual(block: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda h: h + block(h)
+
+
+def _tanh_of(linear: nn.Linear) -> Callable[[Any], Any]:
+    return lambda h: F.tanh(linear(h))
 
 
 def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq: int = 0,
@@ -77,12 +81,14 @@ def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq
     """
     ms.random.seed(seed)
     rng = np.random.default_rng(seed)
+    layers: list[Callable[[Any], Any]]
+    modules: list[nn.Module]
     if name == "mlp":
         depth, width, batch, seq = depth or 64, width or 256, batch or 2048, 0
         linears = [nn.Linear(width, width) for _ in range(depth)]
-        layers = [lambda h, lin=lin: F.tanh(lin(h)) for lin in linears]
+        layers = [_tanh_of(lin) for lin in linears]
         x = rng.standard_normal((batch, width))
-        modules: list[nn.Module] = linears
+        modules = list(linears)
     elif name == "cnn":
         depth, width, batch, seq = depth or 8, width or 32, batch or 16, seq or 32
         modules = [nn.Sequential(nn.Conv2d(width, width, 3, pad=1), nn.BatchNorm(width), F.relu)
@@ -129,7 +135,8 @@ def step(workload: Workload, strategy: str) -> None:
     for p in workload.parameters:
         p.cleargrad()
     kind, segments = parse_strategy(strategy)
-    layers, h = workload.counted(), workload.x
+    layers = workload.counted()
+    h: Any = workload.x
     if kind == "none":
         for layer in layers:
             h = layer(h)

@@ -132,3 +132,13 @@ def test_faq_messages_exist_in_the_code():
     for heading in headings:
         for piece in re.split(r"<[^>]*>", heading):
             assert piece.strip() in source, f"FAQ message not found in memsave: {piece.strip()!r}"
+
+
+def test_package_ships_its_type_hints():
+    """PEP 561: the py.typed marker is in the package and in the wheel's package data, so
+    users' type checkers read memsave's annotations."""
+    package = Path(memsave.__file__).parent
+    assert (package / "py.typed").is_file()
+    package_data = re.search(r"\[tool\.setuptools\.package-data\]\nmemsave = \[(.*)\]",
+                             (ROOT / "pyproject.toml").read_text())
+    assert package_data and '"py.typed"' in package_data[1]
