@@ -6,7 +6,9 @@ Candidates, each for the forward (y), the input gradient (gx) and the weight gra
                     transposed copies for gW (workspace ~10 outputs)
     chunked-im2col  memsave's kernels: the NCHW column matrix of one chunk of samples at a
                     time, in one reused buffer, GEMMs written straight into the result
-                    (workspace <= one output)
+                    (workspace <= one output); gx at stride 1 is the convolution of gy with
+                    the flipped filters
+    chunked-scatter memsave's gx for other strides: W^T gy columns per chunk, scatter-added
     per-offset      one GEMM per kernel offset on shifted slices, accumulated into y / gx / gW
                     (workspace: a shifted copy of x and one product, ~2 outputs)
     channels-last   im2col of one sample in (oh*ow, kh*kw*C) order from an (H, W, C) copy, then
@@ -29,7 +31,7 @@ import tracemalloc
 import numpy as np
 
 from memsave.functions._window import Window
-from memsave.functions.connection import _conv, _conv_grad_w, _deconv
+from memsave.functions.connection import _conv, _conv_grad_w, _deconv, _deconv_scatter
 
 
 def full_im2col(x, win):
@@ -162,6 +164,7 @@ def main() -> None:
               "channels-last": lambda: channels_last_forward(x, W, win)},
         "gx": {"full-im2col": lambda: full_grad_x(gy, W, win, (s, s)),
                "chunked-im2col": lambda: _deconv(gy, W, win, 1, (s, s)),
+               "chunked-scatter": lambda: _deconv_scatter(gy, W, win, 1, (s, s)),
                "per-offset": lambda: per_offset_grad_x(gy, W, win, (s, s))},
         "gW": {"full-im2col": lambda: full_grad_w(x, gy, win),
                "chunked-im2col": lambda: _conv_grad_w(x, gy, win, 1),

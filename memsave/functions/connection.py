@@ -172,7 +172,23 @@ def _conv(x, W, win, groups):
 
 
 def _deconv(gy, W, win, groups, hw):
-    """Transpose of ``_conv`` in x: (N, O, oh, ow), W -> (N, C, H, W)."""
+    """Transpose of ``_conv`` in x: (N, O, oh, ow), W -> (N, C, H, W).
+
+    With stride 1 (and padding at most the dilated kernel's reach) this is a convolution of
+    gy with the flipped filters, channels in and out swapped per group, padded by
+    ``dilation * (k - 1) - pad``: the same GEMMs without the scatter-adds of the columns."""
+    dy_reach, dx_reach = win.dy * (win.kh - 1), win.dx * (win.kw - 1)
+    if win.sy == win.sx == 1 and win.ph <= dy_reach and win.pw <= dx_reach:
+        o, cg, kh, kw = W.shape
+        flipped = W.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
+        flipped = flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, o // groups, kh, kw)
+        full = Window(kh, kw, 1, 1, dy_reach - win.ph, dx_reach - win.pw, win.dy, win.dx)
+        return _conv(gy, flipped, full, groups)
+    return _deconv_scatter(gy, W, win, groups, hw)
+
+
+def _deconv_scatter(gy, W, win, groups, hw):
+    """:func:`_deconv` for any stride: columns W^T gy per chunk, added into the image."""
     xp = get_array_module(gy, W)
     n, o, oh, ow = gy.shape
     _, cg, kh, kw = W.shape

@@ -32,6 +32,8 @@ class Conv2d(Module):
     """2-D convolution; ``W`` is (out_channels, in_channels // groups, kh, kw).
 
     ``W`` is Kaiming-uniform (PyTorch's default, bound 1/sqrt(fan_in)); ``b`` is zero.
+    Inputs must have the layer's ``dtype`` (a float64 batch into a float32 layer raises
+    DTypeError instead of silently computing in float64).
 
     >>> import numpy as np
     >>> conv = Conv2d(4, 6, (3, 1), stride=2, groups=2)

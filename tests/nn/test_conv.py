@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+import memsave as ms
 from memsave import nn
 
 
@@ -54,3 +55,10 @@ def test_gradcheck(module_gradcheck):
     conv.b.array[...] = [0.3, -0.1]
     x = np.random.default_rng(2).standard_normal((1, 2, 4, 4))
     assert module_gradcheck(conv, x)
+
+
+def test_input_dtype_must_match_the_layer():
+    conv = nn.Conv2d(2, 3, 3)
+    with pytest.raises(ms.DTypeError, match=r"x is float64 but W is float32; .*x\.astype"):
+        conv(np.ones((1, 2, 5, 5)))
+    assert conv(np.ones((1, 2, 5, 5), dtype=np.float32)).dtype == np.float32
