@@ -1,5 +1,6 @@
 """The documentation site (docs/): it builds without warnings, its API reference covers every
 public name, its Python examples run, and its error FAQ quotes messages that exist."""
+import importlib
 import inspect
 import io
 import re
@@ -142,3 +143,12 @@ def test_package_ships_its_type_hints():
     package_data = re.search(r"\[tool\.setuptools\.package-data\]\nmemsave = \[(.*)\]",
                              (ROOT / "pyproject.toml").read_text())
     assert package_data and '"py.typed"' in package_data[1]
+
+
+def test_every_public_function_has_a_runnable_example():
+    """STYLE.md: every public function's docstring has an example (tests/test_doctests.py
+    runs them), so the API reference shows code that works."""
+    missing = [f"{m}.{n}" for m, n in public_api()
+               if inspect.isroutine(value := getattr(importlib.import_module(m), n))
+               and ">>>" not in (inspect.getdoc(value) or "")]
+    assert not missing, f"public functions without a docstring example: {missing}"
