@@ -49,7 +49,7 @@ if ! "$PYTHON" -c "from memsave import backend; raise SystemExit(not backend.is_
 fi
 
 echo "+ pytest: the CuPy cases and the doctests"
-"$PYTHON" -m pytest -p no:cacheprovider -q -rs -k "cupy or doctest" tests \
+"$PYTHON" -m pytest -p no:cacheprovider -rs -k "cupy or doctest" tests \
     --junitxml="$out/pytest.xml" 2>&1 | tee "$out/pytest.txt"
 pytest_rc=${PIPESTATUS[0]}
 
@@ -74,7 +74,7 @@ run demo_gpu "$PYTHON" -m memsave demo --device gpu --no-progress
     cat "$out/environment.txt"
     echo '```'
     echo
-    echo "pytest (CuPy cases and doctests): $(tail -1 "$out/pytest.txt"), exit $pytest_rc"
+    echo "pytest (CuPy cases and doctests): $(grep -E ' in [0-9.]+s' "$out/pytest.txt" | tail -1), exit $pytest_rc"
     echo
     cat "$out/commands.md"
 } > "$out/summary.md"
