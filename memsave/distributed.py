@@ -276,14 +276,17 @@ class DataParallel(Module):
             offset += like.size
 
     def _wire(self, array: Any) -> Any:
-        """The buffer MPI reads and writes for ``array``: itself on the host or with a
-        CUDA-aware MPI (after the device has finished writing it), else a host copy."""
-        if backend.get_array_module(array) is np:
-            return array
+        """The contiguous buffer MPI reads and writes for ``array``: itself when it is a
+        contiguous host array, or a device array with a CUDA-aware MPI (once the device has
+        finished writing it); else a contiguous host copy."""
+        xp = backend.get_array_module(array)
+        if xp is np:
+            return np.ascontiguousarray(array)
         if self.cuda_aware:
-            backend.synchronize(array)
-            return array
-        return backend.to_cpu(array)
+            wire = xp.ascontiguousarray(array)
+            backend.synchronize(wire)
+            return wire
+        return np.ascontiguousarray(backend.to_cpu(array))
 
     @staticmethod
     def _unwire(array: Any, wire: Any) -> None:

@@ -137,6 +137,13 @@ def test_buckets_hold_one_dtype_each():
     assert a.W.grad.dtype == np.float32 and b.W.grad.dtype == np.float64
 
 
+def test_strided_parameters_are_broadcast_through_a_contiguous_copy():
+    module = nn.Module()
+    module.w = ms.Parameter(np.arange(12.0)[::2])       # MPI refuses non-contiguous buffers
+    dist.DataParallel(module)
+    np.testing.assert_array_equal(module.w.array, np.arange(12.0)[::2])
+
+
 def test_parameters_without_gradient_keep_none():
     used, unused = nn.Linear(2, 2), nn.Linear(2, 2)
     net = dist.DataParallel(nn.Sequential(used, unused))
