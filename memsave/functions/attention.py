@@ -12,8 +12,10 @@ with differentiable memsave ops on the whole score matrix, so higher derivatives
 Masked scores are set to a large negative finite number, so a query that may attend to
 no key at all gets the plain average of the values (never NaN), and a constant gradient.
 Attention dropout draws one seed per call from :func:`memsave.random.get_generator` and
-regenerates each block's mask from (seed, block) in backward: a checkpoint's
-recomputation draws the same seed, and nothing Lq x Lk is stored.
+regenerates each block's mask from (seed, first row of the block) whenever it is needed:
+a checkpoint's recomputation replays memsave's stream and so draws the same seed, and
+backward, which visits the blocks again after other draws may have happened, needs no
+Lq x Lk mask stored (which would defeat the point of the fused op).
 
 >>> import numpy as np, memsave as ms
 >>> q = k = v = ms.Variable(np.eye(2))
@@ -38,8 +40,9 @@ from memsave.errors import DTypeError, ShapeError
 __all__ = ["scaled_dot_product_attention", "DEFAULT_BLOCK_SIZE"]
 
 DEFAULT_BLOCK_SIZE = 64
-"""Queries per block when ``block_size`` is not given: transient memory is about
-``3 * block * Lk`` elements per head (scores, their gradient and a product)."""
+"""Queries per block when ``block_size`` is not given.  The transient memory of forward and
+backward is a few (at most about four) blocks of ``block * Lk`` scores per head: the
+probabilities, their gradient and the products made from them."""
 
 
 def _swap(a: Any) -> Any:

@@ -26,7 +26,8 @@ class MultiHeadAttention(Module):
     ``proj`` the output Linear(dim, dim).  ``mask`` goes to
     :func:`memsave.functions.scaled_dot_product_attention` unchanged; ``causal=True``
     lets position i attend only to positions <= i.  ``dropout`` is applied to the
-    projected output (residual dropout, as in GPT-2), in training mode only.
+    projected output (residual dropout, as in GPT-2), ``attention_dropout`` to the attention
+    probabilities inside the fused op; both in training mode only.
 
     >>> import numpy as np
     >>> mha = MultiHeadAttention(4, heads=2, causal=True, dtype=np.float64)
@@ -37,7 +38,7 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, dim: int, heads: int, causal: bool = False, dropout: float = 0.0,
-                 bias: bool = True, dtype: Any = np.float32) -> None:
+                 bias: bool = True, dtype: Any = np.float32, attention_dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"MultiHeadAttention: dim ({dim}) must be divisible by "
@@ -45,6 +46,10 @@ class MultiHeadAttention(Module):
         self.dim = int(dim)
         self.heads = int(heads)
         self.causal = bool(causal)
+        if not 0.0 <= attention_dropout < 1.0:
+            raise ValueError(f"MultiHeadAttention: attention_dropout must be in [0, 1), "
+                             f"got {attention_dropout}")
+        self.attention_dropout = float(attention_dropout)
         self.qkv = Linear(dim, 3 * dim, bias=bias, dtype=dtype)
         self.proj = Linear(dim, dim, bias=bias, dtype=dtype)
         self.dropout = Dropout(dropout)
@@ -59,7 +64,8 @@ class MultiHeadAttention(Module):
         # is one concatenation (indexing would scatter into three zeroed copies and add them)
         q, k, v = (F.transpose(F.squeeze(part, n + 1), (*range(n), n + 1, n, n + 2))
                    for part in F.split(qkv, 3, axis=n + 1))
-        out = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=self.causal)
+        out = F.scaled_dot_product_attention(q, k, v, mask=mask, causal=self.causal,
+                                             dropout=self.attention_dropout, train=self.training)
         # (..., H, L, d) -> (..., L, H, d) -> (..., L, dim)
         out = F.transpose(out, (*range(n), n + 1, n, n + 2))
         out = F.reshape(out, (*lead, length, dim))

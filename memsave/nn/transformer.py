@@ -24,8 +24,10 @@ __all__ = ["TransformerBlock"]
 class TransformerBlock(Module):
     """``x = x + attn(ln1(x)); x = x + dropout(fc2(gelu(fc1(ln2(x)))))`` (GPT-2 layout).
 
-    The MLP's hidden width is ``mlp_ratio * dim``.  A whole block is the natural unit
-    to checkpoint: ``memsave.checkpointed(TransformerBlock(256, heads=4))``.
+    The MLP's hidden width is ``mlp_ratio * dim``; ``dropout`` is residual dropout,
+    ``attention_dropout`` drops attention probabilities (see :class:`MultiHeadAttention`).
+    A whole block is the natural unit to checkpoint:
+    ``memsave.checkpointed(TransformerBlock(256, heads=4))``.
 
     >>> import numpy as np
     >>> block = TransformerBlock(4, heads=2, mlp_ratio=2, dtype=np.float64)
@@ -36,11 +38,13 @@ class TransformerBlock(Module):
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, causal: bool = True,
-                 dropout: float = 0.0, dtype: Any = np.float32) -> None:
+                 dropout: float = 0.0, dtype: Any = np.float32,
+                 attention_dropout: float = 0.0) -> None:
         super().__init__()
         hidden = int(mlp_ratio * dim)
         self.ln1 = LayerNorm(dim, dtype=dtype)
-        self.attn = MultiHeadAttention(dim, heads, causal=causal, dropout=dropout, dtype=dtype)
+        self.attn = MultiHeadAttention(dim, heads, causal=causal, dropout=dropout, dtype=dtype,
+                                       attention_dropout=attention_dropout)
         self.ln2 = LayerNorm(dim, dtype=dtype)
         self.fc1 = Linear(dim, hidden, dtype=dtype)
         self.fc2 = Linear(hidden, dim, dtype=dtype)

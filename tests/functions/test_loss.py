@@ -135,3 +135,19 @@ def test_losses_keep_their_inputs_only():
                                                     ("SoftmaxCrossEntropy", (2, 3))]
     kept = saved_residuals(lambda a: F.mean_squared_error(a * 1.0, np.zeros((2, 3))), x)
     assert [(r.op, r.shape) for r in kept] == [("MeanSquaredError", (2, 3))]
+
+
+@pytest.mark.parametrize("reduce", ["mean", "no"])
+@pytest.mark.parametrize("shape", [(5, 4), (3, 4, 2, 2)])
+def test_softmax_cross_entropy_fused_backward_equals_the_differentiable_one(reduce, shape):
+    rng = np.random.default_rng(0)
+    x = ms.Variable(rng.standard_normal(shape))
+    t = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+    t.flat[1] = -1  # an ignored entry
+    y = F.softmax_cross_entropy(x, t, reduce=reduce)
+    gy = rng.standard_normal(y.shape)
+    fused, = ms.grad([y], [x], [gy], retain_graph=True)
+    composed, = ms.grad([y], [x], [gy], create_graph=True)
+    assert fused.creator is None and composed.creator is not None
+    np.testing.assert_allclose(fused.array, composed.array, rtol=0, atol=1e-12)
+    assert ms.gradcheck(lambda x: F.softmax_cross_entropy(x, t, reduce=reduce), [x.array])

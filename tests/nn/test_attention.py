@@ -82,6 +82,18 @@ def test_dropout_is_off_in_eval():
     assert (mha(x).array == 0).any()
 
 
+def test_attention_dropout_drops_probabilities_in_training_only():
+    mha = nn.MultiHeadAttention(4, heads=2, attention_dropout=0.5, dtype=np.float64)
+    x = np.random.default_rng(2).standard_normal((2, 6, 4))
+    mha.eval()
+    reference = mha(x).array
+    np.testing.assert_array_equal(mha(x).array, reference)
+    mha.train()
+    assert not np.allclose(mha(x).array, reference)
+    with pytest.raises(ValueError, match=r"attention_dropout must be in \[0, 1\), got 1.5"):
+        nn.MultiHeadAttention(4, heads=2, attention_dropout=1.5)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_gradcheck(module_gradcheck, causal):
     mha = nn.MultiHeadAttention(4, heads=2, causal=causal, dtype=np.float64)
