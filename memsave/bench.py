@@ -312,7 +312,7 @@ def plot(rows: Sequence[Row], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in rows:
         ms_, mib = r.median_s * 1e3, r.peak_bytes / MiB
         ax.errorbar(ms_, mib, xerr=[[ms_ - r.min_s * 1e3], [r.max_s * 1e3 - ms_]], fmt="o",
@@ -323,7 +323,7 @@ def plot(rows: Sequence[Row], path: str) -> None:
     ax.set_xlabel("step time, ms (median; bar: min to max)")
     ax.set_ylabel("peak memory of a step, MiB")
     ax.set_title(f"memsave bench {rows[0].workload}")
-    ax.legend(fontsize="small", loc="upper right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
