@@ -234,12 +234,14 @@ def numpy_global_moved(before: tuple) -> bool:
 
 
 def other_threads_running() -> bool:
-    """Whether any thread besides the current one is alive (NumPy's global RNG is shared by all).
+    """Whether a non-daemon thread besides the current one is alive (NumPy's global RNG is shared
+    by all threads).  Daemon threads (progress-bar monitors and the like) are taken not to draw.
 
-    >>> other_threads_running() in (True, False)
-    True
+    >>> other_threads_running()
+    False
     """
-    return threading.active_count() > 1
+    current = threading.current_thread()
+    return any(t is not current and not t.daemon and t.is_alive() for t in threading.enumerate())
 
 
 @contextlib.contextmanager

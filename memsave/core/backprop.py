@@ -23,8 +23,10 @@ from typing import Any
 
 from memsave import backend
 from memsave.config import using_config
+from memsave.core.fit import cast, sum_to
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable, VariableNode
+from memsave.errors import DTypeError, ShapeError
 
 
 def _seed_grads(outputs: Sequence[Variable], grad_outputs: Sequence[Any]) -> dict[VariableNode, Variable]:
@@ -44,10 +46,52 @@ def _seed_grads(outputs: Sequence[Variable], grad_outputs: Sequence[Any]) -> dic
         elif not isinstance(gy, Variable):
             gy = Variable(backend.asarray(gy), requires_grad=False)
         if gy.shape != y.shape:
-            raise ValueError(f"grad_output shape {gy.shape} does not match output shape {y.shape}")
+            raise ShapeError(f"grad_output shape {gy.shape} does not match output shape {y.shape}")
+        if gy.dtype != y.dtype:
+            gy = cast(gy, y.dtype)
         node = y.node
         grads[node] = gy if node not in grads else grads[node] + gy
     return grads
+
+
+def _checked_gradients(f: FunctionNode, gxs: Any) -> tuple:
+    if isinstance(gxs, Variable) or gxs is None:
+        gxs = (gxs,)
+    if not isinstance(gxs, tuple):
+        raise TypeError(
+            f"{f.label}.backward returned {type(gxs).__name__}; it must return a Variable (or "
+            "None) per input, as a tuple when there are several; wrap arrays with Variable()")
+    if len(gxs) != len(f.inputs):
+        raise RuntimeError(f"{f.label}.backward returned {len(gxs)} gradients for "
+                         f"{len(f.inputs)} inputs")
+    for i, gx in enumerate(gxs):
+        if gx is not None and not isinstance(gx, Variable):
+            raise TypeError(f"{f.label}.backward returned {type(gx).__name__} as the gradient of "
+                            f"input {i}; gradients must be Variables (or None)")
+    return gxs
+
+
+def _fit(f: FunctionNode, i: int, gx: Variable, node: VariableNode) -> Variable:
+    """Reduce a broadcast gradient to its input's shape and give it the input's dtype."""
+    if gx.dtype.kind != "f":
+        raise DTypeError(f"{f.label}.backward returned a {gx.dtype} gradient for input {i} "
+                         f"({node.dtype}); gradients must be floating-point")
+    if gx.shape != node.shape:
+        try:
+            gx = sum_to(gx, node.shape)
+        except ShapeError:
+            raise ShapeError(f"{f.label}.backward returned a gradient of shape {gx.shape} for "
+                             f"input {i} of shape {node.shape}") from None
+    return gx if gx.dtype == node.dtype else cast(gx, node.dtype)
+
+
+def _require_graph(outputs: Sequence[Any]) -> None:
+    for y in outputs:
+        if isinstance(y, Variable) and y.creator is None and not y.requires_grad:
+            raise RuntimeError(
+                f"an output (shape {y.shape}) does not require grad and has no graph: it was "
+                "computed under no_grad() or from constants only, so there is nothing to "
+                "differentiate")
 
 
 def _needed_nodes(outputs: Sequence[Variable], targets: set[VariableNode]) -> set[VariableNode]:
@@ -71,8 +115,6 @@ def _needed_nodes(outputs: Sequence[Variable], targets: set[VariableNode]) -> se
 def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[VariableNode] | None,
          retain_graph: bool, create_graph: bool, retain_grad: bool) -> dict[VariableNode, Variable]:
     """Propagate gradients; return those of leaves (targets=None) or of the targets."""
-    from memsave.functions.array import sum_to
-
     grads = _seed_grads(outputs, grad_outputs)
     needed = None if targets is None else _needed_nodes(outputs, targets)
     keep = targets or set()
@@ -101,22 +143,18 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
                             if x.requires_grad and (needed is None or x in needed))
             if not indexes or all(gy is None for gy in gys):
                 continue
-            gxs = f.backward(indexes, *gys)
+            gxs = _checked_gradients(f, f.backward(indexes, *gys))
             del gys
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            if len(gxs) != len(f.inputs):
-                raise RuntimeError(f"{f.label}.backward returned {len(gxs)} gradients "
-                                   f"for {len(f.inputs)} inputs")
             if not retain_graph:
                 f.release()
             for i in indexes:
                 gx, node = gxs[i], f.inputs[i]
                 if gx is None:
                     continue
-                if gx.shape != node.shape:
-                    gx = sum_to(gx, node.shape)
+                gx = _fit(f, i, gx, node)
                 grads[node] = gx if node not in grads else grads[node] + gx
+                if retain_grad and node.creator is not None and node.variable is not None:
+                    node.variable.grad_var = grads[node]
                 push(node.creator)
             del gxs
     return grads
@@ -134,6 +172,7 @@ def backward(outputs: Sequence[Variable], grad_outputs: Sequence[Any] | None = N
     array([2., 4.])
     """
     outputs = list(outputs)
+    _require_graph(outputs)
     grad_outputs = [None] * len(outputs) if grad_outputs is None else list(grad_outputs)
     retain_graph = create_graph if retain_graph is None else retain_graph
     grads = _run(outputs, grad_outputs, None, retain_graph, create_graph, retain_grad)
@@ -144,12 +183,31 @@ def backward(outputs: Sequence[Variable], grad_outputs: Sequence[Any] | None = N
                 var.grad_var = g if var.grad_var is None else var.grad_var + g
 
 
+def _as_list(values: Any, what: str) -> list[Any]:
+    if isinstance(values, Variable):
+        return [values]
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"grad() {what} must be a Variable or a list/tuple of Variables, got "
+                        f"{type(values).__name__}")
+    for i, v in enumerate(values):
+        if not isinstance(v, Variable):
+            raise TypeError(f"grad() {what}[{i}] must be a Variable, got {type(v).__name__}")
+    return list(values)
+
+
 def grad(outputs: Sequence[Variable] | Variable, inputs: Sequence[Variable] | Variable,
          grad_outputs: Sequence[Any] | None = None, retain_graph: bool | None = None,
-         create_graph: bool = False, allow_unused: bool = False) -> tuple[Variable | None, ...]:
+         create_graph: bool = False, allow_unused: bool = False, *,
+         grad_inputs: Sequence[Any] | None = None, set_grad: bool = False,
+         retain_grad: bool = False, enable_double_backprop: bool | None = None,
+         ) -> tuple[Variable | None, ...]:
     """Return d(outputs)/d(inputs) as Variables, leaving every ``.grad`` untouched.
 
-    With ``create_graph=True`` the result is differentiable again.
+    With ``create_graph=True`` the result is differentiable again.  Chainer's options:
+    ``grad_inputs`` (initial gradients added to the inputs' ones), ``set_grad=True`` (also
+    store the results in the inputs' ``.grad_var``), ``retain_grad=True`` (keep the
+    gradients of intermediate Variables in their ``.grad_var``), ``enable_double_backprop``
+    (Chainer's name for ``create_graph``).
 
     >>> import numpy as np, memsave as ms
     >>> x = ms.Variable(np.array(2.0))
@@ -157,21 +215,39 @@ def grad(outputs: Sequence[Variable] | Variable, inputs: Sequence[Variable] | Va
     >>> float(gx.array)
     12.0
     """
-    outputs = [outputs] if isinstance(outputs, Variable) else list(outputs)
-    inputs = [inputs] if isinstance(inputs, Variable) else list(inputs)
+    outputs = _as_list(outputs, "outputs")
+    inputs = _as_list(inputs, "inputs")
+    if enable_double_backprop is not None:
+        create_graph = enable_double_backprop
     for x in inputs:
-        if not isinstance(x, Variable):
-            raise TypeError(f"grad() inputs must be Variables, got {type(x).__name__}")
         if not x.requires_grad:
-            raise ValueError(f"grad() input {x.name or ''} has requires_grad=False")
+            raise ValueError(f"grad() input {x.name or ''} (shape {x.shape}) has requires_grad=False")
+    if not allow_unused:
+        _require_graph(outputs)
     grad_outputs = [None] * len(outputs) if grad_outputs is None else list(grad_outputs)
     retain_graph = create_graph if retain_graph is None else retain_graph
-    grads = _run(outputs, grad_outputs, {x.node for x in inputs}, retain_graph, create_graph, False)
+    grads = _run(outputs, grad_outputs, {x.node for x in inputs}, retain_graph, create_graph,
+                 retain_grad)
     result = tuple(grads.get(x.node) for x in inputs)
+    if grad_inputs is not None:
+        if len(grad_inputs) != len(inputs):
+            raise ValueError(f"grad() got {len(inputs)} inputs but {len(grad_inputs)} grad_inputs")
+        with using_config("enable_backprop", create_graph):
+            result = tuple(_add_initial(g, g0) for g, g0 in zip(result, grad_inputs))
     if not allow_unused and any(g is None for g in result):
         missing = [i for i, g in enumerate(result) if g is None]
         raise RuntimeError(
             f"inputs {missing} do not appear in the graph of the outputs; "
             "pass allow_unused=True to get None for them"
         )
+    if set_grad:
+        for x, g in zip(inputs, result):
+            x.grad_var = g
     return result
+
+
+def _add_initial(g: Variable | None, g0: Any) -> Variable | None:
+    if g0 is None:
+        return g
+    g0 = g0 if isinstance(g0, Variable) else Variable(backend.asarray(g0), requires_grad=False)
+    return g0 if g is None else g + g0

@@ -52,8 +52,12 @@ class FunctionNode:
         self._saved: list[SavedArray] | None = []
         self._retained_in: dict[int, SavedArray] = {}
         self._retain_out: tuple[int, ...] = ()
+        hook = hooks.current_hooks()
         try:
-            ys = self.forward(*[x._array for x in in_vars])
+            if hook is None or hook.run_op is None:
+                ys = self.forward(*[x._array for x in in_vars])
+            else:
+                ys = hook.run_op(self, in_vars, lambda: self.forward(*[x._array for x in in_vars]))
         finally:
             self._forward_inputs = ()
         if not isinstance(ys, tuple):
@@ -88,11 +92,10 @@ class FunctionNode:
 
     # ----- what backward needs ----------------------------------------------------
     def _pack(self, array: Any, by_reference: bool = False) -> SavedArray:
-        pair = None if by_reference else hooks.current_hooks()
-        if pair is None:
+        hook = None if by_reference else hooks.current_hooks()
+        if hook is None:
             return SavedArray(array)
-        pack, unpack = pair
-        return SavedArray(pack(array, self), unpack)
+        return SavedArray(hook.pack(array, self), hook.unpack)
 
     def retain_inputs(self, *indexes: int) -> None:
         """Keep these inputs for backward; read them with :meth:`retained_inputs`.

@@ -1,10 +1,14 @@
-"""Saved-array hooks: the one mechanism behind checkpointing, offload and compression.
+"""Saved-array hooks: the one mechanism behind checkpointing, policies, offload and compression.
 
 Every array an op keeps for its backward pass goes through ``pack`` when it is
 saved and through ``unpack`` when backward reads it.  Hooks stack; the innermost
 one applies.  ``pack(array, function)`` receives the array and the FunctionNode
 saving it and returns anything; ``unpack(packed)`` must return an array equal to
-the one packed.
+the one packed.  An optional ``run_op(function, inputs, forward)`` sees each op
+run inside the block: it gets the FunctionNode, its input Variables and a
+callable computing its output arrays, and returns those arrays (a checkpoint
+uses it to see what an op reads and produces, and to skip an op whose outputs
+it kept).
 
 >>> import numpy as np, memsave as ms
 >>> seen = []
@@ -21,23 +25,33 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 Pack = Callable[[Any, Any], Any]
 Unpack = Callable[[Any], Any]
+RunOp = Callable[[Any, Any, Callable[[], Any]], Any]
 
-_stack: ContextVar[tuple[tuple[Pack, Unpack], ...]] = ContextVar("memsave.saved_array_hooks", default=())
+
+class Hooks(NamedTuple):
+    """One level of the hook stack."""
+
+    pack: Pack
+    unpack: Unpack
+    run_op: RunOp | None = None
+
+
+_stack: ContextVar[tuple[Hooks, ...]] = ContextVar("memsave.saved_array_hooks", default=())
 
 
 @contextlib.contextmanager
-def saved_array_hooks(pack: Pack, unpack: Unpack) -> Iterator[None]:
+def saved_array_hooks(pack: Pack, unpack: Unpack, run_op: RunOp | None = None) -> Iterator[None]:
     """Route every array saved for backward inside the block through ``pack``/``unpack``.
 
     >>> with saved_array_hooks(lambda a, fn: a, lambda a: a):
     ...     current_hooks() is not None
     True
     """
-    token = _stack.set(_stack.get() + ((pack, unpack),))
+    token = _stack.set(_stack.get() + (Hooks(pack, unpack, run_op),))
     try:
         yield
     finally:
@@ -59,8 +73,8 @@ def disable_saved_array_hooks() -> Iterator[None]:
         _stack.reset(token)
 
 
-def current_hooks() -> tuple[Pack, Unpack] | None:
-    """The innermost active ``(pack, unpack)`` pair, or None.
+def current_hooks() -> Hooks | None:
+    """The innermost active hooks, or None.
 
     >>> current_hooks() is None
     True

@@ -288,91 +288,8 @@ class Variable:
         """A new leaf Variable sharing the array, with requires_grad=False."""
         return Variable(self._array, name=self.name, requires_grad=False)
 
-    # ----- array methods ----------------------------------------------------------
-    @property
-    def T(self) -> Variable:
-        return _array_ops.transpose(self)
-
-    def reshape(self, *shape: Any) -> Variable:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return _array_ops.reshape(self, shape)
-
-    def transpose(self, *axes: Any) -> Variable:
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return _array_ops.transpose(self, axes or None)
-
-    def sum(self, axis: Any = None, keepdims: bool = False) -> Variable:
-        return _array_ops.sum(self, axis, keepdims)
-
-    def mean(self, axis: Any = None, keepdims: bool = False) -> Variable:
-        return _math.mean(self, axis, keepdims)
-
-    def __getitem__(self, index: Any) -> Variable:
-        return _array_ops.get_item(self, index)
-
-    # ----- operators --------------------------------------------------------------
-    def __neg__(self) -> Variable:
-        return _math.neg(self)
-
-    def __abs__(self) -> Variable:
-        return _math.absolute(self)
-
-    def __add__(self, other: Any) -> Variable:
-        return _math.add(self, other)
-
-    def __radd__(self, other: Any) -> Variable:
-        return _math.add(other, self)
-
-    def __sub__(self, other: Any) -> Variable:
-        return _math.sub(self, other)
-
-    def __rsub__(self, other: Any) -> Variable:
-        return _math.sub(other, self)
-
-    def __mul__(self, other: Any) -> Variable:
-        return _math.mul(self, other)
-
-    def __rmul__(self, other: Any) -> Variable:
-        return _math.mul(other, self)
-
-    def __truediv__(self, other: Any) -> Variable:
-        return _math.div(self, other)
-
-    def __rtruediv__(self, other: Any) -> Variable:
-        return _math.div(other, self)
-
-    def __pow__(self, other: Any) -> Variable:
-        return _math.pow(self, other)
-
-    def __rpow__(self, other: Any) -> Variable:
-        return _math.pow(other, self)
-
-    def __matmul__(self, other: Any) -> Variable:
-        return _math.matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Variable:
-        return _math.matmul(other, self)
-
-    # Comparisons are not differentiable: they return plain arrays, as in Chainer.
-    def __lt__(self, other: Any) -> Any:
-        return self._array < _raw(other)
-
-    def __le__(self, other: Any) -> Any:
-        return self._array <= _raw(other)
-
-    def __gt__(self, other: Any) -> Any:
-        return self._array > _raw(other)
-
-    def __ge__(self, other: Any) -> Any:
-        return self._array >= _raw(other)
-
-    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
-        return self._array == _raw(other)
-
-    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
-        return self._array != _raw(other)
+    # Array methods (T, reshape, transpose, sum, mean, indexing) and the arithmetic and
+    # comparison operators are installed by memsave.functions, which sits above core.
 
     __hash__ = object.__hash__
 
@@ -400,10 +317,6 @@ def _check_differentiable_dtype(dtype: Any) -> None:
             "(.astype(np.float32)) or use requires_grad=False for labels and indices")
 
 
-def _raw(x: Any) -> Any:
-    return x.array if isinstance(x, Variable) else x
-
-
 def as_variable(x: Any) -> Variable:
     """Return ``x`` if it is a Variable, else wrap an ndarray as a constant Variable.
 
@@ -422,9 +335,3 @@ def as_variable(x: Any) -> Variable:
 
 def as_variables(xs: Sequence[Any]) -> tuple[Variable, ...]:
     return tuple(as_variable(x) for x in xs)
-
-
-# The operators above are defined by the function families, which import this module;
-# importing them last keeps the cycle harmless (Variable already exists by then).
-from memsave.functions import array as _array_ops  # noqa: E402
-from memsave.functions import math as _math  # noqa: E402

@@ -1,8 +1,6 @@
-"""Shape, indexing and selection ops: reshape, transpose, sum, sum_to, broadcast_to, get_item,
-concat, split, stack, expand_dims, squeeze, where, clip, max, min.
-
-``sum_to`` is the one place where broadcast gradients are reduced; the engine
-calls it whenever an op's gradient is larger than its input.
+"""Shape, indexing and selection ops: reshape, transpose, sum, get_item, concat, split, stack,
+expand_dims, squeeze, where, clip, max, min; and, re-exported from :mod:`memsave.core.fit`,
+sum_to, broadcast_to and cast (the engine fits every gradient to its variable with them).
 
 >>> import numpy as np, memsave as ms
 >>> x = ms.Variable(np.arange(6.0).reshape(2, 3))
@@ -19,12 +17,13 @@ import numpy
 
 from memsave import backend
 from memsave.backend import get_array_module, scatter_add
+from memsave.core.fit import broadcast_to, cast, sum_to
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
 from memsave.functions._operands import operand
 
-__all__ = ["reshape", "transpose", "sum", "sum_to", "broadcast_to", "get_item", "concat", "split",
+__all__ = ["reshape", "transpose", "sum", "sum_to", "broadcast_to", "cast", "get_item", "concat", "split",
            "stack", "expand_dims", "squeeze", "where", "clip", "max", "min"]
 
 
@@ -76,32 +75,6 @@ class Sum(FunctionNode):
                 kept.insert(a, 1)
             gy = reshape(gy, tuple(kept))
         return broadcast_to(gy, shape)
-
-
-class SumTo(FunctionNode):
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-    def forward(self, x):
-        lead = x.ndim - len(self.shape)
-        axes = tuple(range(lead)) + tuple(
-            lead + i for i, n in enumerate(self.shape) if n == 1 and x.shape[lead + i] != 1)
-        y = x.sum(axis=axes, keepdims=True)
-        return y.reshape(self.shape) if lead else y
-
-    def backward(self, indexes, gy):
-        return broadcast_to(gy, self.inputs[0].shape)
-
-
-class BroadcastTo(FunctionNode):
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-    def forward(self, x):
-        return get_array_module(x).broadcast_to(x, self.shape)
-
-    def backward(self, indexes, gy):
-        return sum_to(gy, self.inputs[0].shape)
 
 
 class GetItem(FunctionNode):
@@ -289,35 +262,6 @@ def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: 
     array([2., 2., 2.])
     """
     return Sum(axis, keepdims).apply(x)[0]
-
-
-def sum_to(x: Any, shape: tuple[int, ...]) -> Variable:
-    """Sum ``x`` down to ``shape``, the inverse of broadcasting to ``x.shape``.
-
-    >>> import numpy as np
-    >>> sum_to(Variable(np.ones((2, 3))), (3,)).array
-    array([2., 2., 2.])
-    """
-    shape = tuple(shape)
-    if tuple(x.shape) == shape:
-        return x
-    lead = len(x.shape) - len(shape)
-    if lead < 0 or any(n not in (1, m) for n, m in zip(shape, x.shape[lead:])):
-        raise ShapeError(f"cannot sum shape {tuple(x.shape)} to shape {shape}")
-    return SumTo(shape).apply(x)[0]
-
-
-def broadcast_to(x: Any, shape: tuple[int, ...]) -> Variable:
-    """Broadcast ``x`` to ``shape`` (NumPy rules).
-
-    >>> import numpy as np
-    >>> broadcast_to(Variable(np.ones(3)), (2, 3)).shape
-    (2, 3)
-    """
-    shape = tuple(shape)
-    if tuple(x.shape) == shape:
-        return x
-    return BroadcastTo(shape).apply(x)[0]
 
 
 def get_item(x: Any, index: Any) -> Variable:

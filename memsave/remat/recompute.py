@@ -28,7 +28,7 @@ from typing import Any
 from memsave import _callsite, backend, random
 from memsave.config import config, using_config
 from memsave.core import hooks
-from memsave.core.saved import SavedArray
+from memsave.core.saved import SavedArray, check_unmodified, stamp
 from memsave.core.variable import Variable
 from memsave.errors import CheckpointError, UselessCheckpointWarning
 
@@ -162,6 +162,9 @@ class RecomputeNode:
         self.alive: set[int] = set()
         self.filled: dict[int, Any] = {}
         self._in_forward: dict[int, Any] | None = None   # slot arrays while forward runs
+        # Leaf arrays fn reads besides its arguments (parameters, captured variables), stamped
+        # so that the recomputation refuses to run on values written in place since.
+        self._outside: dict[int, tuple[weakref.ref, Any]] = {}
         self._dropped: dict[int, tuple[weakref.ref, int]] = {}
         self._outer = hooks.current_hooks()
         self._depth = _stack_depth()
@@ -175,7 +178,7 @@ class RecomputeNode:
                 saved = SavedArray(value.array)
                 self.kept_bytes += 0 if value.creator is None else value.array.nbytes
             else:
-                saved = SavedArray(self._outer[0](value.array, self), self._outer[1])
+                saved = SavedArray(self._outer.pack(value.array, self), self._outer.unpack)
             self._inputs[key] = (saved, value.requires_grad)
         self._input_keys = {id(v.array): key for key, v in _variable_arguments(args, kwargs)}
 
@@ -196,7 +199,7 @@ class RecomputeNode:
         if self._policy_keeps(array, op):
             if self._outer is None:
                 return _Kept(array)
-            return _Delegated(self._outer[0](array, op), self._outer[1])
+            return _Delegated(self._outer.pack(array, op), self._outer.unpack)
         index = len(self.records)
         self.records.append(_SlotRecord(op.label, array, self.check == "checksum"))
         self.alive.add(index)
@@ -204,6 +207,23 @@ class RecomputeNode:
         owner = backend.memory_owner(array)
         self._dropped.setdefault(id(owner), (weakref.ref(owner), owner.nbytes))
         return _Slot(self, index)
+
+    def observe(self, op: Any, inputs: Sequence[Variable], forward: Callable[[], Any]) -> Any:
+        """Forward-time op hook: note the leaf arrays an op reads that are not fn's arguments."""
+        for v in inputs:
+            array = v.array
+            if (v.creator is None and id(array) not in self._outside
+                    and id(array) not in self._input_keys and backend.is_array(array)):
+                self._outside[id(array)] = (weakref.ref(array), stamp(array))
+        return forward()
+
+    def _check_outside_arrays(self) -> None:
+        for ref, expected in self._outside.values():
+            array = ref()
+            if array is not None:
+                check_unmodified(array, expected, self.label,
+                                 "an array it reads besides its arguments (a parameter or a "
+                                 "captured variable)")
 
     @staticmethod
     def unpack(packed: Any) -> Any:
@@ -221,7 +241,7 @@ class RecomputeNode:
         self._in_forward = {}
         numpy_before = random.numpy_global_state() if self.draws is not None else None
         try:
-            with hooks.saved_array_hooks(self.pack, self.unpack), _recording(self.draws):
+            with hooks.saved_array_hooks(self.pack, self.unpack, self.observe), _recording(self.draws):
                 outputs = self.fn(*self._args, **self._kwargs)
         finally:
             self._in_forward = None
@@ -275,6 +295,7 @@ class RecomputeNode:
 
     def recompute(self) -> None:
         """Re-run ``fn`` and fill every slot that is still needed."""
+        self._check_outside_arrays()
         needed = self.alive - set(self.filled)
         count = 0
         stopped = False

@@ -64,3 +64,25 @@ def test_unmodified_arrays_and_copies_pass():
     t = np.tanh(np.tanh([1.0, 2.0, 3.0]))
     expected = (1 - t**2) * (1 - np.tanh([1.0, 2.0, 3.0])**2) * [1.0, 2.0, 3.0] + t
     np.testing.assert_allclose(x.grad, expected, rtol=1e-12)
+
+
+def test_captured_array_written_in_place_before_recomputation_raises():
+    # A leaf read from a closure (not an argument) and saved by no op: only the
+    # recomputation reads it again, so the checkpoint must notice the write itself.
+    captured = ms.Variable(np.array(0.3))
+
+    def block(v):
+        return F.exp(-captured + v) * 2.0
+
+    y = ms.checkpoint(block, ms.Variable(np.array(1.0)))
+    captured.array[...] = 0.9
+    with pytest.raises(InPlaceError, match="besides its arguments"):
+        y.backward()
+
+
+def test_parameter_updated_between_checkpoint_forward_and_backward_raises():
+    W = ms.Parameter(np.eye(2))
+    y = ms.checkpoint(lambda v: F.tanh(F.tanh(v @ W)), ms.Variable(np.ones((1, 2))))
+    W.array -= 0.5
+    with pytest.raises(InPlaceError):
+        y.sum().backward()
