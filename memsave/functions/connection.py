@@ -153,15 +153,17 @@ def _columns(x, win, budget):
         yield n0, n1, r0, r1, col
 
 
-def _conv(x, W, win, groups):
-    """(N, C, H, W) * (O, C/groups, kh, kw) -> (N, O, oh, ow) on raw arrays."""
+def _conv(x, W, win, groups, budget=None):
+    """(N, C, H, W) * (O, C/groups, kh, kw) -> (N, O, oh, ow) on raw arrays; columns in
+    chunks of ``budget`` bytes (default: ``_budget`` of the result)."""
     xp = get_array_module(x, W)
     n, _, h, w = x.shape
     o = W.shape[0]
     oh, ow = win.out_size(h, w)
     y = xp.empty((n, o, oh, ow), dtype=xp.result_type(x, W))
     Wg = W.reshape(groups, o // groups, -1)
-    for n0, n1, r0, r1, col in _columns(x, win, _budget(y.shape, y.itemsize)):
+    budget = _budget(y.shape, y.itemsize) if budget is None else budget
+    for n0, n1, r0, r1, col in _columns(x, win, budget):
         nb, p = n1 - n0, (r1 - r0) * ow
         cols = col.reshape(nb, groups, -1, p)
         if r1 - r0 == oh:
@@ -183,7 +185,7 @@ def _deconv(gy, W, win, groups, hw):
         flipped = W.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
         flipped = flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, o // groups, kh, kw)
         full = Window(kh, kw, 1, 1, dy_reach - win.ph, dx_reach - win.pw, win.dy, win.dx)
-        return _conv(gy, flipped, full, groups)
+        return _conv(gy, flipped, full, groups, _budget(gy.shape, gy.itemsize))
     return _deconv_scatter(gy, W, win, groups, hw)
 
 
