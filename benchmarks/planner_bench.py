@@ -7,7 +7,8 @@ live bytes of one step (tracemalloc), the layer forwards executed, and step time
 interleaved round by round with plain and sqrt segments (ratios: min and median).
 Also solves for sqrt segments' measured peak and for half of it (the issue's targets).
 
-    python benchmarks/planner_bench.py [--repeats 5] [--depth 64] [--batch 2048]
+    python benchmarks/planner_bench.py [--workload mlp|cnn|transformer] [--repeats 5]
+        [--profile-repeats 1] [--depth D] [--batch B]      (sizes default to bench's)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import warnings
 import memsave as ms
 from memsave import bench, planner
 from memsave.memory import MiB, measure
+from memsave.remat.sequential import segment_bounds
 
 
 def step(workload: bench.Workload, how: dict) -> None:
@@ -41,16 +43,19 @@ def peak_and_forwards(workload: bench.Workload, how: dict) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--depth", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--depth", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=0)
+    parser.add_argument("--workload", choices=bench.WORKLOADS, default="mlp")
+    parser.add_argument("--profile-repeats", type=int, default=1)
     args = parser.parse_args()
     warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
-    workload = bench.make_workload("mlp", depth=args.depth, batch=args.batch)
+    workload = bench.make_workload(args.workload, depth=args.depth, batch=args.batch)
     n = len(workload.layers)
 
     start = time.perf_counter()
-    chain = planner.profile(workload.layers, workload.x)
-    print(f"profile: {time.perf_counter() - start:.2f} s; x {chain.x[0] / MiB:.2f} MiB, "
+    chain = planner.profile(workload.layers, workload.x, repeats=args.profile_repeats)
+    print(f"{args.workload}, {n} layers; profile ({args.profile_repeats} runs per layer): "
+          f"{time.perf_counter() - start:.2f} s; x {chain.x[0] / MiB:.2f} MiB, "
           f"xbar {chain.xbar[0] / MiB:.2f} MiB, grad {chain.grad[0] / MiB:.3f} MiB per layer")
     least = planner.minimum_budget(chain)[0]
     plain_model = planner.simulate(tuple(range(n)), chain)[1]
@@ -97,7 +102,8 @@ def main() -> None:
         print(f"| {label} | {budget / MiB:.1f} | {schedule.peak_bytes / MiB:.1f} | {peak / MiB:.1f} "
               f"| {peak / budget:.3f} | {schedule.extra_forwards} / {executed} | {schedule.peak_slots} "
               f"| {ratio(label)} | {solve_s:.1f} |")
-    print(f"| sqrt segments | - | - | {sqrt_peak / MiB:.1f} | - | - / {sqrt_forwards - n} | 8 "
+    segments = len(segment_bounds(n, "sqrt"))
+    print(f"| sqrt segments | - | - | {sqrt_peak / MiB:.1f} | - | - / {sqrt_forwards - n} | {segments} "
           f"| {ratio('sqrt segments')} | - |")
     print(f"| plain | - | {plain_model / MiB:.1f} | {plain_peak / MiB:.1f} | - | 0 / 0 | 0 "
           "| 1.00 / 1.00 | - |")

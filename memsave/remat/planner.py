@@ -481,40 +481,48 @@ def _kept_bytes(layer: Callable[[Any], Any], given: Variable) -> tuple[Variable,
     return out, kept
 
 
-def profile(layers: Sequence[Callable[[Any], Any]], x: Any) -> Chain:
-    """Run each layer once, taped, on the previous layer's output and measure a Chain:
-    forward and backward seconds (perf_counter), input sizes, bytes kept for backward,
-    parameter-gradient bytes.  Parameters' ``.grad`` are left untouched, the RNG state is
-    restored and layers see ``config.in_recompute`` (so BatchNorm does not update its
-    running statistics).
+def _profile_layer(layer: Callable[[Any], Any], h: Any) -> tuple[Any, float, float, int, int]:
+    """Run ``layer`` taped on ``h`` and backward through it once: its output array, forward
+    and backward seconds, bytes kept beyond its input, bytes of its parameters' gradients."""
+    given = Variable(h, requires_grad=True)
+    start = time.perf_counter()
+    out, kept = _kept_bytes(layer, given)
+    backend.synchronize(out.array)
+    forward = time.perf_counter() - start
+    params = _parameters(out, given)
+    seed = backend.get_array_module(out.array).ones_like(out.array)
+    start = time.perf_counter()
+    grad([out], [given, *params], grad_outputs=[seed], allow_unused=True)
+    backend.synchronize(out.array)
+    return out.array, forward, time.perf_counter() - start, kept, sum(p.array.nbytes for p in params)
+
+
+def profile(layers: Sequence[Callable[[Any], Any]], x: Any, repeats: int = 1) -> Chain:
+    """Run each layer taped on the previous layer's output and measure a Chain: forward and
+    backward seconds (perf_counter; the least of ``repeats`` runs), input sizes, bytes kept
+    for backward, parameter-gradient bytes.  Parameters' ``.grad`` are left untouched, the
+    RNG state is restored and layers see ``config.in_recompute`` (so BatchNorm does not
+    update its running statistics).
 
     >>> import numpy as np, memsave.functions as F
     >>> chain = profile([F.tanh, F.tanh], np.ones((4, 4), dtype=np.float32))
     >>> chain.x, chain.xbar
     ([64, 64, 64], [64, 64])
     """
+    _check_positive("repeats", repeats)
     h = (x if isinstance(x, Variable) else Variable(x)).array
     uf, ub, sizes, xbar, wgrad = [], [], [h.nbytes], [], []
     state = random.get_state()
     try:
         with using_config("in_recompute", True):
             for layer in layers:
-                given = Variable(h, requires_grad=True)
-                start = time.perf_counter()
-                out, kept = _kept_bytes(layer, given)
-                backend.synchronize(out.array)
-                uf.append(time.perf_counter() - start)
+                runs = [_profile_layer(layer, h) for _ in range(repeats)]
+                h, _, _, kept, params = runs[-1]
+                uf.append(min(run[1] for run in runs))
+                ub.append(min(run[2] for run in runs))
                 xbar.append(kept)
-                params = _parameters(out, given)
-                wgrad.append(sum(p.array.nbytes for p in params))
-                seed = backend.get_array_module(out.array).ones_like(out.array)
-                start = time.perf_counter()
-                grads = grad([out], [given, *params], grad_outputs=[seed], allow_unused=True)
-                backend.synchronize(out.array)
-                ub.append(time.perf_counter() - start)
-                h = out.array
+                wgrad.append(params)
                 sizes.append(h.nbytes)
-                del out, given, params, seed, grads
     finally:
         random.set_state(state)
     return Chain(uf=uf, ub=ub, x=sizes, xbar=xbar, grad=wgrad)
