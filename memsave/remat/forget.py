@@ -19,11 +19,17 @@ from memsave.core.variable import Variable
 from memsave.remat.recompute import run_checkpointed
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def forget(func: Callable[..., Any], *xs: Any) -> Variable | tuple[Variable, ...]:
     """Call ``func(*xs)`` without storing its intermediates; recompute them in backward.
 
     ``xs`` are Variables or ndarrays (converted to Variables so the call joins the graph).
-    ``func`` must return a Variable or a tuple of Variables.
+    ``func`` must return a Variable or a tuple of Variables; a 1-tuple comes back as its
+    Variable, as in Chainer.  A non-Variable result raises RuntimeError (Chainer's error).
 
     >>> import numpy as np, memsave.functions as F
     >>> y = forget(F.tanh, np.zeros(3))
@@ -34,10 +40,25 @@ def forget(func: Callable[..., Any], *xs: Any) -> Variable | tuple[Variable, ...
         if not isinstance(x, Variable) and not backend.is_array(x):
             raise TypeError(f"forget: argument {i} must be a Variable or an ndarray, "
                             f"got {type(x).__name__}")
-    ys = run_checkpointed(func, xs, {})
-    if isinstance(ys, Variable):
+    ys = run_checkpointed(_checked_returns(func), xs, {})
+    if isinstance(ys, tuple) and len(ys) == 1:
+        return ys[0]
+    return ys
+
+
+def _checked_returns(func: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*xs: Any) -> Any:
+        ys = func(*xs)
+        if isinstance(ys, tuple):
+            for i, y in enumerate(ys):
+                if not isinstance(y, Variable):
+                    raise RuntimeError(
+                        f"forget: the {_ordinal(i + 1)} element of the tuple returned by func is "
+                        f"not a Variable but {type(y).__name__}")
+        elif not isinstance(ys, Variable):
+            raise RuntimeError(f"forget: func must return a Variable or a tuple of Variables, "
+                               f"got {type(ys).__name__}")
         return ys
-    if isinstance(ys, tuple) and all(isinstance(y, Variable) for y in ys):
-        return ys
-    raise TypeError(f"forget: func must return a Variable or a tuple of Variables, "
-                    f"got {type(ys).__name__}")
+
+    call.__qualname__ = getattr(func, "__qualname__", type(func).__name__)
+    return call

@@ -21,8 +21,10 @@ class checkpointing:  # noqa: N801 - used like a function, as in `with checkpoin
     """
 
     def __init__(self, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"checkpointing(enabled) needs True or False, got {enabled!r}")
         self._previous = config.checkpointing_enabled
-        config.checkpointing_enabled = bool(enabled)
+        config.checkpointing_enabled = enabled
 
     def __enter__(self) -> checkpointing:
         return self

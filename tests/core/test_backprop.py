@@ -464,3 +464,65 @@ def test_no_grad_builds_no_graph_and_saves_nothing():
         assert z.creator is not None
         # Mul keeps its leaf input x by reference (no pack); Tanh packs its output
         assert len(packed) == 1
+
+
+def _custom(backward_result):
+    class Custom(ms.FunctionNode):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, indexes, gy):
+            return backward_result(gy)
+
+    return Custom
+
+
+@pytest.mark.parametrize("result, error, match", [
+    (lambda gy: gy.array, TypeError, r"Custom\.backward returned ndarray"),
+    (lambda gy: [gy], TypeError, r"Custom\.backward returned list"),
+    (lambda gy: (gy, gy), RuntimeError, r"Custom\.backward returned 2 gradients for 1 inputs"),
+    (lambda gy: ms.Variable(np.ones(3, dtype=np.int64)), ms.DTypeError,
+     r"Custom\.backward returned a int64 gradient for input 0"),
+    (lambda gy: ms.Variable(np.ones(4)), ms.ShapeError,
+     r"Custom\.backward returned a gradient of shape \(4,\) for input 0 of shape \(3,\)"),
+])
+def test_bad_custom_backward_results_raise_naming_the_op(result, error, match):
+    x = ms.Variable(np.ones(3))
+    y, = _custom(result)().apply(x)
+    with pytest.raises(error, match=match):
+        y.sum().backward()
+
+
+def test_gradient_keeps_the_variables_dtype():
+    x = ms.Variable(np.ones(3, dtype=np.float32))
+    (x * np.full(3, 2.0)).sum().backward()      # float32 * float64
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+
+
+def test_backward_of_an_output_computed_under_no_grad_raises():
+    x = ms.Variable(np.ones(2))
+    with ms.no_grad():
+        y = (x * 2).sum()
+    with pytest.raises(RuntimeError, match="no_grad"):
+        y.backward()
+
+
+def test_grad_rejects_non_variables():
+    x = ms.Variable(np.ones(2))
+    with pytest.raises(TypeError, match="grad\\(\\) outputs must be a Variable"):
+        ms.grad(3.0, x)
+    with pytest.raises(TypeError, match=r"grad\(\) inputs\[0\] must be a Variable"):
+        ms.grad((x * x).sum(), [np.ones(2)])
+
+
+def test_grad_chainer_options():
+    x = ms.Variable(np.array([1.0, 2.0]))
+    h = x * 3
+    y = (h * h).sum()
+    gx, = ms.grad([y], [x], grad_inputs=[np.ones(2)], set_grad=True, retain_grad=True)
+    np.testing.assert_allclose(gx.array, 18 * x.array + 1)
+    np.testing.assert_allclose(x.grad, gx.array)            # set_grad
+    np.testing.assert_allclose(h.grad, 2 * h.array)         # retain_grad: intermediates too
+    gx2, = ms.grad((x * x * x).sum(), x, enable_double_backprop=True)
+    assert gx2.creator is not None

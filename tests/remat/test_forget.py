@@ -77,8 +77,23 @@ def test_nested_forget(xy):
 def test_forget_rejects_bad_arguments_and_returns():
     with pytest.raises(TypeError, match="argument 0 must be a Variable or an ndarray, got list"):
         ms.forget(f, [1.0, 2.0], np.ones(2))
-    with pytest.raises(TypeError, match="must return a Variable or a tuple of Variables, got list"):
+    with pytest.raises(RuntimeError, match="must return a Variable or a tuple of Variables, got list"):
         ms.forget(lambda a: [F.tanh(a)], np.ones(2))
+    with pytest.raises(RuntimeError, match="the 2nd element of the tuple returned by func is not a "
+                                           "Variable but int"):
+        ms.forget(lambda a: (F.tanh(a), 3), np.ones(2))
+
+
+def test_forget_unwraps_a_one_tuple_like_chainer(xy):
+    x, y = xy
+    out = ms.forget(lambda a, b: (F.tanh(a * b),), ms.Variable(x), ms.Variable(y))
+    assert isinstance(out, ms.Variable)
+    np.testing.assert_allclose(out.array, np.tanh(x * y))
+
+
+def test_checkpointing_switch_needs_a_bool():
+    with pytest.raises(TypeError, match="needs True or False"):
+        ms.checkpointing("no")
 
 
 def test_forget_replays_random_draws():
