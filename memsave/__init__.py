@@ -13,7 +13,8 @@ from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
 from memsave import backend, functions, memory, random  # noqa: F401,E402
 from memsave import nn, optim, testing  # noqa: F401,E402
 from memsave.remat.decorator import checkpointed
-from memsave.remat import planner
+from memsave.remat import planner, policies
+from memsave.remat.policies import checkpoint_name, saved_arrays
 from memsave.remat.forget import forget
 from memsave.remat.recompute import checkpoint
 from memsave.remat.sequential import checkpoint_sequential
@@ -22,7 +23,7 @@ from memsave.config import config, enable_grad, is_grad_enabled, no_grad, using_
 from memsave.core.backprop import backward, grad
 from memsave.core.function import FunctionNode
 from memsave.core.hooks import saved_array_hooks
-from memsave.errors import (CheckpointError, DTypeError, ShapeError, StateDictError,
+from memsave.errors import (CheckpointError, DTypeError, InPlaceError, ShapeError, StateDictError,
                             UselessCheckpointWarning)
 from memsave.gradcheck import gradcheck, gradgradcheck, numerical_grad
 
@@ -30,10 +31,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "checkpoint", "checkpointed", "forget", "checkpoint_sequential", "checkpointing",
+    "policies", "checkpoint_name", "saved_arrays",
     "Variable", "Parameter", "VariableNode", "FunctionNode", "as_variable",
     "backward", "grad", "saved_array_hooks",
     "config", "using_config", "no_grad", "enable_grad", "is_grad_enabled",
-    "CheckpointError", "ShapeError", "DTypeError", "StateDictError", "UselessCheckpointWarning",
+    "CheckpointError", "InPlaceError", "ShapeError", "DTypeError", "StateDictError", "UselessCheckpointWarning",
     "gradcheck", "gradgradcheck", "numerical_grad",
     "backend", "functions", "memory", "nn", "optim", "planner", "random", "testing", "__version__",
 ]

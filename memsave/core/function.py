@@ -55,16 +55,12 @@ class FunctionNode:
         hook = hooks.current_hooks()
         try:
             if hook is None or hook.run_op is None:
-                ys = self.forward(*[x._array for x in in_vars])
+                ys = _as_arrays(self.forward(*[x._array for x in in_vars]))
             else:
-                ys = hook.run_op(self, in_vars, lambda: self.forward(*[x._array for x in in_vars]))
+                ys = hook.run_op(self, in_vars,
+                                 lambda: _as_arrays(self.forward(*[x._array for x in in_vars])))
         finally:
             self._forward_inputs = ()
-        if not isinstance(ys, tuple):
-            ys = (ys,)
-        # NumPy reductions return scalars; the graph deals in arrays only.
-        ys = tuple(y if type(y) is numpy.ndarray or backend.is_array(y) else numpy.asarray(y)
-                   for y in ys)
         outputs = tuple([Variable._of_output(y, recording) for y in ys])
         if recording:
             self.generation = max([x._node.generation for x in in_vars])
@@ -163,3 +159,11 @@ class FunctionNode:
         self._retained_in = {}
         self._retained_out = {}
 
+
+def _as_arrays(ys: Any) -> tuple:
+    """An op's outputs as a tuple of arrays (NumPy reductions return scalars; the graph deals in
+    arrays only)."""
+    if not isinstance(ys, tuple):
+        ys = (ys,)
+    return tuple(y if type(y) is numpy.ndarray or backend.is_array(y) else numpy.asarray(y)
+                 for y in ys)

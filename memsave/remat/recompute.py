@@ -6,7 +6,9 @@ The first time backward unpacks a slot, ``fn`` runs again on the same inputs,
 replaying the random draws it made, under a hook that fills the slots in order;
 it stops as soon as every slot backward still needs is filled.  The recomputation
 must save the same arrays (count, op, shape, dtype; optionally values), or a
-:class:`~memsave.errors.CheckpointError` says which op differs.
+:class:`~memsave.errors.CheckpointError` says which op differs.  A policy
+(:mod:`memsave.policies`) decides per op output, once forward has finished, what is
+kept instead: an op whose outputs are all kept is not re-run by the recomputation.
 
 >>> import numpy as np, memsave as ms, memsave.functions as F
 >>> x = ms.Variable(np.linspace(-1, 1, 4))
@@ -31,8 +33,9 @@ from memsave.core import hooks
 from memsave.core.saved import SavedArray, check_unmodified, stamp
 from memsave.core.variable import Variable
 from memsave.errors import CheckpointError, UselessCheckpointWarning
+from memsave.remat import policies
 
-Policy = Callable[[Any, Any], bool]
+Policy = policies.Policy
 DETERMINISM_CHECKS = ("metadata", "checksum", "none")
 
 
@@ -73,19 +76,46 @@ class _Delegated:
         self.packed = packed
         self.unpack = unpack
 
+    def get(self) -> Any:
+        return self.unpack(self.packed)
+
 
 class _Slot:
-    """Placeholder for a dropped array: slot ``index`` of a RecomputeNode."""
+    """Placeholder for an array an op saved inside the checkpoint.
 
-    __slots__ = ("owner", "index")
+    While forward runs it holds the array (a ``grad()`` inside the function may read it).
+    When forward ends it is resolved: either ``stored`` (the policy keeps it) or slot
+    ``index`` of its RecomputeNode (dropped, refilled by the recomputation).
+    """
 
-    def __init__(self, owner: RecomputeNode, index: int) -> None:
+    __slots__ = ("owner", "index", "array", "stored", "label", "site", "__weakref__")
+
+    def __init__(self, owner: RecomputeNode, array: Any, label: str, site: str | None) -> None:
         self.owner = owner
-        self.index = index
+        self.index: int | None = None
+        self.array = array
+        self.stored: Any = None
+        self.label = label
+        self.site = site
 
     def __del__(self) -> None:
         # The op holding this placeholder was released: backward no longer needs the slot.
-        self.owner.alive.discard(self.index)
+        if self.index is not None:
+            self.owner.alive.discard(self.index)
+
+
+class _OpRecord:
+    """One op run by the checkpointed function (logged only under a policy)."""
+
+    __slots__ = ("label", "op", "inputs", "outputs", "saves", "stored")
+
+    def __init__(self, op: Any) -> None:
+        self.label = op.label
+        self.op = op
+        self.inputs: list | None = None
+        self.outputs: tuple = ()
+        self.saves: list[tuple[str, Any]] = []   # ("input", i) | ("output", j) | ("const", slot)
+        self.stored: list | None = None          # the kept outputs, if the op is not re-run
 
 
 class _SlotRecord:
@@ -93,12 +123,12 @@ class _SlotRecord:
 
     __slots__ = ("op", "shape", "dtype", "fingerprint", "site")
 
-    def __init__(self, op: str, array: Any, checksum: bool) -> None:
+    def __init__(self, op: str, array: Any, checksum: bool, site: str | None) -> None:
         self.op = op
         self.shape = array.shape
         self.dtype = array.dtype
         self.fingerprint = _fingerprint(array) if checksum else None
-        self.site = _callsite.user_site() if checksum else None
+        self.site = site
 
 
 def _fingerprint(array: Any) -> tuple[float, ...]:
@@ -127,9 +157,8 @@ def check_options(policy: Any = None, preserve_rng_state: Any = True,
     ...
     TypeError: preserve_rng_state must be True or False, got 'yes'
     """
-    if policy is not None and not callable(policy):
-        raise TypeError(f"policy must be a callable (see memsave.policies) or None, got "
-                        f"{type(policy).__name__} {policy!r}")
+    if policy is not None:
+        policies.check_policy(policy)
     for name, value in (("preserve_rng_state", preserve_rng_state), ("early_stop", early_stop)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r}")
@@ -150,7 +179,7 @@ class RecomputeNode:
 
     def __init__(self, fn: Callable, args: tuple, kwargs: dict, policy: Policy | None,
                  preserve_rng_state: bool, determinism_check: str, early_stop: bool,
-                 label: str | None = None) -> None:
+                 label: str | None = None, report: bool = False) -> None:
         self.fn = fn
         self.label = label or f"checkpoint({_fn_name(fn)})"
         self.policy = policy
@@ -161,7 +190,12 @@ class RecomputeNode:
         self.records: list[_SlotRecord] = []
         self.alive: set[int] = set()
         self.filled: dict[int, Any] = {}
-        self._in_forward: dict[int, Any] | None = None   # slot arrays while forward runs
+        self._pending: list[_Slot] = []             # placeholders, in the order ops saved
+        self._ops: list[_OpRecord] | None = [] if policy is not None else None
+        self._current: _OpRecord | None = None
+        self._names: dict[int, str] = {}            # id(array) -> checkpoint_name tag
+        self._want_sites = determinism_check == "checksum" or report
+        self.residuals: list[tuple] = []            # (op, site, array, stored) when report
         # Leaf arrays fn reads besides its arguments (parameters, captured variables), stamped
         # so that the recomputation refuses to run on values written in place since.
         self._outside: dict[int, tuple[weakref.ref, Any]] = {}
@@ -183,11 +217,9 @@ class RecomputeNode:
         self._input_keys = {id(v.array): key for key, v in _variable_arguments(args, kwargs)}
 
     # ----- forward ----------------------------------------------------------------
-    def _policy_keeps(self, array: Any, op: Any) -> bool:
-        return self.policy is not None and bool(self.policy(op, array))
-
     def pack(self, array: Any, op: Any) -> Any:
-        """Forward-time hook: refer to inputs, keep what the policy keeps, replace the rest by slots."""
+        """Forward-time hook: refer to inputs; anything else gets a placeholder, resolved when
+        forward ends (kept by the policy, or a slot to refill)."""
         key = self._input_keys.get(id(array))
         if key is not None:
             kept = self._inputs[key][0].packed
@@ -196,26 +228,89 @@ class RecomputeNode:
             return kept if isinstance(kept, _Input) else _Input(self, key)
         if not backend.is_array(array):          # a NumPy scalar: tiny, and not weak-referable
             return _Kept(array)
-        if self._policy_keeps(array, op):
-            if self._outer is None:
-                return _Kept(array)
-            return _Delegated(self._outer.pack(array, op), self._outer.unpack)
-        index = len(self.records)
-        self.records.append(_SlotRecord(op.label, array, self.check == "checksum"))
-        self.alive.add(index)
-        self._in_forward[index] = array
-        owner = backend.memory_owner(array)
-        self._dropped.setdefault(id(owner), (weakref.ref(owner), owner.nbytes))
-        return _Slot(self, index)
+        site = _callsite.user_site() if self._want_sites else None
+        slot = _Slot(self, array, op.label, site)
+        self._pending.append(slot)
+        current = self._current
+        if current is not None and op is current.op:
+            current.saves.append(_save_kind(array, op, current, slot))
+        return slot
 
     def observe(self, op: Any, inputs: Sequence[Variable], forward: Callable[[], Any]) -> Any:
-        """Forward-time op hook: note the leaf arrays an op reads that are not fn's arguments."""
+        """Forward-time op hook: stamp the leaf arrays an op reads that are not fn's arguments;
+        under a policy, log the op and its outputs."""
         for v in inputs:
             array = v.array
             if (v.creator is None and id(array) not in self._outside
                     and id(array) not in self._input_keys and backend.is_array(array)):
                 self._outside[id(array)] = (weakref.ref(array), stamp(array))
-        return forward()
+        if self._ops is None:
+            return forward()
+        record = _OpRecord(op)
+        record.inputs = [v.array for v in inputs]
+        self._ops.append(record)
+        self._current = record
+        record.outputs = forward()
+        if isinstance(op, policies.Name):
+            self._names[id(inputs[0].array)] = op.name
+        return record.outputs
+
+    def run_forward(self) -> Any:
+        """Run ``fn`` once, recording its draws; then resolve what its ops saved."""
+        numpy_before = random.numpy_global_state() if self.draws is not None else None
+        try:
+            with hooks.saved_array_hooks(self.pack, self.unpack, self.observe), _recording(self.draws):
+                outputs = self.fn(*self._args, **self._kwargs)
+            self._resolve()
+        finally:
+            self._pending, self._current, self._names = [], None, {}
+        if self._ops is not None and all(r.stored is None for r in self._ops):
+            self._ops = None                  # every op is re-run: nothing to replay
+        if numpy_before is not None and random.numpy_global_moved(numpy_before):
+            if random.other_threads_running():
+                raise CheckpointError(
+                    f"{self.label} drew from NumPy's global RNG (np.random.*) while other threads "
+                    "are running, so its draws cannot be replayed exactly (that RNG is shared by "
+                    "every thread). Draw from memsave.random.get_generator() instead.")
+            self.numpy_rng = numpy_before
+        return outputs
+
+    def _resolve(self) -> None:
+        """Decide, per logged op, whether its outputs are kept; turn every other placeholder
+        into a numbered slot, in the order the arrays were saved."""
+        kept: dict[int, Any] = {}
+        for record in self._ops or ():
+            if isinstance(record.op, policies.Name) or not record.outputs:
+                continue
+            decisions = [policies.decide(self.policy, policies.OpOutput(
+                record.op, j, y, self._names.get(id(y)))) for j, y in enumerate(record.outputs)]
+            if all(d != policies.RECOMPUTE for d in decisions):
+                record.stored = [self._store(y, d) for y, d in zip(record.outputs, decisions)]
+                kept.update((id(y), st) for y, st in zip(record.outputs, record.stored))
+        for record in self._ops or ():
+            for kind, value in record.saves:
+                if kind == "const" and record.stored is not None:
+                    value.stored = self._store(value.array, policies.SAVE)
+            record.op, record.outputs, record.inputs = None, (), None
+        for slot in self._pending:
+            if slot.stored is None:
+                slot.stored = kept.get(id(slot.array))
+            if slot.stored is None:
+                slot.index = len(self.records)
+                self.records.append(_SlotRecord(slot.label, slot.array, self.check == "checksum",
+                                                slot.site))
+                self.alive.add(slot.index)
+                owner = backend.memory_owner(slot.array)
+                self._dropped.setdefault(id(owner), (weakref.ref(owner), owner.nbytes))
+            self.residuals.append((slot.label, slot.site, slot.array, slot.stored))
+            slot.array = None
+        if not self._want_sites:
+            self.residuals = []
+
+    def _store(self, array: Any, decision: policies.Decision) -> Any:
+        if decision.kind == "SAVE" and self._outer is not None:
+            return _Delegated(self._outer.pack(array, self), self._outer.unpack)
+        return policies.Stored(array, decision)
 
     def _check_outside_arrays(self) -> None:
         for ref, expected in self._outside.values():
@@ -228,31 +323,16 @@ class RecomputeNode:
     @staticmethod
     def unpack(packed: Any) -> Any:
         if isinstance(packed, _Slot):
+            if packed.array is not None:          # forward is still running
+                return packed.array
+            if packed.stored is not None:
+                return packed.stored.get()
             return packed.owner.take(packed.index)
         if isinstance(packed, _Kept):
             return packed.array
         if isinstance(packed, _Input):
             return packed.owner.input_array(packed.key)
-        return packed.unpack(packed.packed)
-
-    def run_forward(self) -> Any:
-        """Run ``fn`` once, recording its draws; slots hold their arrays until it returns
-        (so that a ``grad()`` call inside ``fn`` can read them)."""
-        self._in_forward = {}
-        numpy_before = random.numpy_global_state() if self.draws is not None else None
-        try:
-            with hooks.saved_array_hooks(self.pack, self.unpack, self.observe), _recording(self.draws):
-                outputs = self.fn(*self._args, **self._kwargs)
-        finally:
-            self._in_forward = None
-        if numpy_before is not None and random.numpy_global_moved(numpy_before):
-            if random.other_threads_running():
-                raise CheckpointError(
-                    f"{self.label} drew from NumPy's global RNG (np.random.*) while other threads "
-                    "are running, so its draws cannot be replayed exactly (that RNG is shared by "
-                    "every thread). Draw from memsave.random.get_generator() instead.")
-            self.numpy_rng = numpy_before
-        return outputs
+        return packed.get()
 
     def freed_bytes(self) -> int:
         """Bytes that dropping saved arrays actually freed, measured right after forward.
@@ -277,8 +357,6 @@ class RecomputeNode:
 
     def take(self, index: int) -> Any:
         """Hand slot ``index`` to backward, recomputing first if it is not filled."""
-        if self._in_forward is not None:
-            return self._in_forward[index]
         if index not in self.filled:
             self.recompute()
         return self.filled.pop(index)
@@ -303,12 +381,15 @@ class RecomputeNode:
         # The arrays passed in now, not those of the forward pass: those may be gone and
         # their ids reused.
         input_ids = {id(v.array) for _, v in _variable_arguments(args, kwargs)}
+        replayed: list = []         # kept outputs standing in for ops not re-run (ids stay valid)
+        op_index = 0
 
         def fill(array: Any, op: Any) -> _Kept:
             nonlocal count, stopped
             if stopped:
                 raise _StopRecompute
-            if id(array) in input_ids or not backend.is_array(array) or self._policy_keeps(array, op):
+            if (id(array) in input_ids or not backend.is_array(array)
+                    or any(array is y for y in replayed)):
                 return _Kept(array)
             index = count
             count += 1
@@ -321,9 +402,31 @@ class RecomputeNode:
                     raise _StopRecompute
             return _Kept(array)
 
+        def replay(op: Any, inputs: Sequence[Variable], forward: Callable[[], Any]) -> Any:
+            nonlocal op_index
+            record = self._ops[op_index] if self._ops and op_index < len(self._ops) else None
+            op_index += 1
+            if record is None or record.stored is None:
+                return forward()
+            if record.label != op.label and self.check != "none":
+                raise CheckpointError(
+                    f"{self.label}: op #{op_index - 1} was {record.label} in forward but is "
+                    f"{op.label} in the recomputation. The function must be deterministic given "
+                    "its inputs (control flow included).")
+            ys = tuple(stored.get() for stored in record.stored)
+            replayed.extend(ys)
+            for kind, value in record.saves:   # redo what the op saved, in the same order
+                if kind == "input":
+                    op.retain_inputs(value)
+                elif kind == "output":
+                    op._retain_out = op._retain_out + (value,)
+                else:
+                    op._saved.append(SavedArray(_Kept(value.stored.get()), self.unpack))
+            return ys
+
         try:
             with _recursion_headroom(_stack_depth() - self._depth), \
-                    hooks.saved_array_hooks(fill, self.unpack), _replaying(self.draws), \
+                    hooks.saved_array_hooks(fill, self.unpack, replay), _replaying(self.draws), \
                     _numpy_replay(self.numpy_rng, self.label), \
                     using_config("enable_backprop", True), using_config("in_recompute", True):
                 self.fn(*args, **kwargs)
@@ -370,6 +473,17 @@ class RecomputeNode:
                     f"(sum {rec.fingerprint[0]:.6g} in forward, {now[0]:.6g} now). Is there "
                     "randomness that does not come from memsave.random, or a global that "
                     "changed between forward and backward?")
+
+
+def _save_kind(array: Any, op: Any, record: _OpRecord, slot: _Slot) -> tuple[str, Any]:
+    """What an op saved, as its recomputation-free replay must redo it."""
+    for i, x in enumerate(record.inputs):
+        if x is array:
+            return ("input", i)
+    for j, y in enumerate(record.outputs):
+        if y is array:
+            return ("output", j)
+    return ("const", slot)
 
 
 def _stack_depth() -> int:

@@ -206,8 +206,8 @@ def test_schedule_passes_checkpoint_options_through():
     layers, x = _tanh_chain(4)
     seen = []
 
-    def policy(op, array):
-        seen.append(op.label)
+    def policy(out):
+        seen.append(out.label)
         return False
 
     with warnings.catch_warnings():
