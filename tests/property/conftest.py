@@ -11,5 +11,5 @@ from hypothesis import HealthCheck, settings
 _COMMON = {"deadline": None, "database": None, "print_blob": True,
            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.filter_too_much]}
-settings.register_profile("property-ci", max_examples=200, derandomize=True, **_COMMON)
-settings.register_profile("property-soak", max_examples=2000, derandomize=False, **_COMMON)
+settings.register_profile("property-ci", max_examples=260, derandomize=True, **_COMMON)
+settings.register_profile("property-soak", max_examples=2600, derandomize=False, **_COMMON)
