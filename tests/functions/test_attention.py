@@ -66,8 +66,9 @@ def test_query_with_nothing_to_attend_averages_values_not_nan():
     assert np.isfinite(y.array).all()
 
 
-@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.booleans(), st.booleans())
-def test_gradients(lq, lk, d, causal, masked):
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.booleans(), st.booleans(),
+       st.integers(1, 4))
+def test_gradients(lq, lk, d, causal, masked, block_size):
     q, k, v = rand(2, lq, d, seed=lq), rand(2, lk, d, seed=lk), rand(2, lk, 2, seed=d)
     mask = None
     if masked:
@@ -75,7 +76,8 @@ def test_gradients(lq, lk, d, causal, masked):
         mask[..., 0] = True
 
     def f(q, k, v):
-        return F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal)
+        return F.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal,
+                                              block_size=block_size)
 
     np.testing.assert_allclose(f(q, k, v).array, attention_reference(q, k, v, mask, causal),
                                rtol=1e-12, atol=1e-12)

@@ -65,3 +65,19 @@ def test_checkpointed_block_with_dropout_gives_the_same_gradients():
     np.testing.assert_array_equal(y_ckpt.array, y_plain.array)
     for (name, p), q in zip(plain.named_parameters(), block.parameters()):
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_block_keeps_no_sequence_by_sequence_array():
+    """Fused attention: nothing of shape (..., T, T) is kept, whatever the sequence length."""
+    from memsave.memory import saved_residuals
+
+    block = nn.TransformerBlock(8, heads=2, dtype=np.float64)
+    for t in (12, 24):  # not 32, the MLP width
+        x = ms.Variable(np.random.default_rng(5).standard_normal((2, t, 8)))
+        kept = saved_residuals(lambda h: block(h * 1.0), x)
+        assert not [r for r in kept if tuple(r.shape[-2:]) == (t, t)], kept
+        # the kept bytes grow linearly in T: doubling T doubles them (no T^2 term)
+        total = sum(r.nbytes for r in kept)
+        if t == 12:
+            first = total
+    assert total == 2 * first
