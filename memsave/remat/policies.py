@@ -6,16 +6,15 @@ tells the producing op (``out.op``, ``out.label`` such as ``"Linear"``), which o
 it is, the array (``shape``, ``dtype``, ``nbytes``) and the name given with
 :func:`checkpoint_name`, if any.  The decision is one of:
 
-``RECOMPUTE``   drop the output; the recomputation re-runs its op (the default).
-``SAVE``        keep it from forward; the recomputation does *not* re-run the op
-                (torch's MUST_SAVE): the kept output stands in for it.
-``OFFLOAD``     keep a copy in host memory (GPU arrays; on the CPU it is SAVE), brought
-                back to the device when backward needs it.
-``COMPRESS(s)`` keep a compressed copy: ``"float16"`` (relative error at most 2**-11
-                per element; arrays beyond float16's range are kept as they are) or
-                ``"int8"`` (one scale per array, absolute error at most max|x| / 254).
-                Gradients computed from it are approximate, within those bounds
-                propagated through the backward pass.
+- ``RECOMPUTE``: drop the output; the recomputation re-runs its op (the default).
+- ``SAVE``: keep it from forward; the recomputation does *not* re-run the op (torch's
+  MUST_SAVE): the kept output stands in for it.
+- ``OFFLOAD``: keep a copy in host memory (GPU arrays; on the CPU it is SAVE), brought back
+  to the device when backward needs it.
+- ``COMPRESS(s)``: keep a compressed copy, ``"float16"`` (relative error at most 2**-11 per
+  element; arrays beyond float16's range are kept as they are) or ``"int8"`` (one scale per
+  array, absolute error at most max|x| / 254).  Gradients computed from it are approximate,
+  within those bounds propagated through the backward pass.
 
 An op with several outputs is kept only when the policy keeps all of them.  ``True``
 and ``False`` are read as SAVE and RECOMPUTE, so JAX-style predicates work too.
@@ -351,6 +350,7 @@ class _PlainPolicy:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.decided: dict[int, tuple[weakref.ref, Decision]] = {}
+        self.stored: dict[int, tuple[weakref.ref, Stored]] = {}
 
     def run_op(self, op: FunctionNode, inputs: Any, forward: Callable[[], Any]) -> Any:
         ys = forward()
@@ -373,7 +373,11 @@ class _PlainPolicy:
         entry = self.decided.get(id(array))
         if entry is None or entry[0]() is not array or entry[1].kind in ("RECOMPUTE", "SAVE"):
             return array
-        return Stored(array, entry[1])
+        stored = self.stored.get(id(array))
+        if stored is None or stored[0]() is not array:   # one copy per array, however many ops save it
+            stored = (entry[0], Stored(array, entry[1]))
+            self.stored[id(array)] = stored
+        return stored[1]
 
     @staticmethod
     def unpack(packed: Any) -> Any:

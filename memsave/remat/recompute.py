@@ -107,7 +107,7 @@ class _Slot:
 class _OpRecord:
     """One op run by the checkpointed function (logged only under a policy)."""
 
-    __slots__ = ("label", "op", "inputs", "outputs", "saves", "stored")
+    __slots__ = ("label", "op", "inputs", "outputs", "saves", "stored", "site")
 
     def __init__(self, op: Any) -> None:
         self.label = op.label
@@ -116,6 +116,7 @@ class _OpRecord:
         self.outputs: tuple = ()
         self.saves: list[tuple[str, Any]] = []   # ("input", i) | ("output", j) | ("const", slot)
         self.stored: list | None = None          # the kept outputs, if the op is not re-run
+        self.site: str | None = None
 
 
 class _SlotRecord:
@@ -248,6 +249,7 @@ class RecomputeNode:
             return forward()
         record = _OpRecord(op)
         record.inputs = [v.array for v in inputs]
+        record.site = _callsite.user_site() if self._want_sites else None
         self._ops.append(record)
         self._current = record
         record.outputs = forward()
@@ -287,10 +289,15 @@ class RecomputeNode:
             if all(d != policies.RECOMPUTE for d in decisions):
                 record.stored = [self._store(y, d) for y, d in zip(record.outputs, decisions)]
                 kept.update((id(y), st) for y, st in zip(record.outputs, record.stored))
+        saved_ids = {id(slot.array) for slot in self._pending}
         for record in self._ops or ():
             for kind, value in record.saves:
                 if kind == "const" and record.stored is not None:
                     value.stored = self._store(value.array, policies.SAVE)
+            if record.stored is not None and self._want_sites:   # kept though no op saved them
+                self.residuals.extend((record.label, record.site, y, st)
+                                      for y, st in zip(record.outputs, record.stored)
+                                      if id(y) not in saved_ids)
             record.op, record.outputs, record.inputs = None, (), None
         for slot in self._pending:
             if slot.stored is None:
