@@ -15,7 +15,7 @@ from typing import Any
 from memsave import backend
 from memsave.core.variable import Variable
 from memsave.remat.planner import Checkpoint, Schedule, Step, plan
-from memsave.remat.recompute import run_checkpointed
+from memsave.remat.recompute import check_options, run_checkpointed
 
 
 def segment_bounds(n_layers: int, segments: int | str) -> list[tuple[int, int]]:
@@ -55,7 +55,8 @@ def _run_steps(steps: Sequence[Step], layers: Sequence[Callable], x: Any, option
     """Run a planner schedule: taped layers plainly, each Checkpoint as a (nested) checkpoint."""
     for step in steps:
         if isinstance(step, Checkpoint):
-            x = run_checkpointed(_run_steps, (step.steps, layers, x, options), {}, **options)
+            x = run_checkpointed(_run_steps, (step.steps, layers, x, options), {}, **options,
+                                 label=f"checkpoint_sequential(layers[{step.start}:{step.stop}])")
         else:
             x = layers[step](x)
     return x
@@ -104,7 +105,7 @@ def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | st
     """
     layers = list(layers)
     _check_arguments(len(layers), segments, budget, schedule)
-    options = {"preserve_rng_state": preserve_rng_state, **options}
+    options = check_options(preserve_rng_state=preserve_rng_state, **options)
     if budget is not None:
         schedule = plan(layers, x, budget)
     if schedule is not None:
@@ -114,7 +115,8 @@ def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | st
         return _run_steps(schedule.steps, layers, x, options)
     bounds = segment_bounds(len(layers), "sqrt" if segments is None else segments)
     for start, stop in bounds[:-1]:
-        x = run_checkpointed(_run_layers, (layers[start:stop], x), {}, **options)
+        x = run_checkpointed(_run_layers, (layers[start:stop], x), {}, **options,
+                             label=f"checkpoint_sequential(layers[{start}:{stop}])")
     if bounds:
         start, stop = bounds[-1]
         x = _run_layers(layers[start:stop], x)

@@ -222,3 +222,18 @@ def test_default_is_still_sqrt_segments():
     mlp = MLP(depth=16, width=4, batch=2)
     mlp.step("sqrt")
     assert mlp.forwards == 16 + 12  # 4 segments, the last not recomputed
+
+
+def test_useless_segment_warning_names_the_segment_not_internals():
+    layers = [lambda h: h * 2.0] * 4          # keeps nothing worth dropping
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ms.checkpoint_sequential(layers, ms.Variable(np.ones(3)) * 1.0, segments=2)
+    useless = [str(w.message) for w in caught if issubclass(w.category, ms.UselessCheckpointWarning)]
+    assert useless and "checkpoint_sequential(layers[0:2])" in useless[0]
+    assert "_run_layers" not in useless[0] and "0 bytes" not in useless[0]
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(TypeError, match="determinism"):
+        ms.checkpoint_sequential([F.tanh] * 2, np.ones(2), determinism="checksum")
