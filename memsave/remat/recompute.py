@@ -196,6 +196,7 @@ class RecomputeNode:
         self._current: _OpRecord | None = None
         self._names: dict[int, str] = {}            # id(array) -> checkpoint_name tag
         self._want_sites = determinism_check == "checksum" or report
+        self._report = report
         self.residuals: list[tuple] = []            # (op, site, array, stored) when report
         # Leaf arrays fn reads besides its arguments (parameters, captured variables), stamped
         # so that the recomputation refuses to run on values written in place since.
@@ -294,7 +295,7 @@ class RecomputeNode:
             for kind, value in record.saves:
                 if kind == "const" and record.stored is not None:
                     value.stored = self._store(value.array, policies.SAVE)
-            if record.stored is not None and self._want_sites:   # kept though no op saved them
+            if record.stored is not None and self._report:   # kept though no op saved them
                 self.residuals.extend((record.label, record.site, y, st)
                                       for y, st in zip(record.outputs, record.stored)
                                       if id(y) not in saved_ids)
@@ -309,10 +310,9 @@ class RecomputeNode:
                 self.alive.add(slot.index)
                 owner = backend.memory_owner(slot.array)
                 self._dropped.setdefault(id(owner), (weakref.ref(owner), owner.nbytes))
-            self.residuals.append((slot.label, slot.site, slot.array, slot.stored))
+            if self._report:
+                self.residuals.append((slot.label, slot.site, slot.array, slot.stored))
             slot.array = None
-        if not self._want_sites:
-            self.residuals = []
 
     def _store(self, array: Any, decision: policies.Decision) -> Any:
         if decision.kind == "SAVE" and self._outer is not None:

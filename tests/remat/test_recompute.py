@@ -223,3 +223,10 @@ def test_threads_training_checkpointed_dropout_recompute_the_forward_masks():
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("check", ["metadata", "checksum", "none"])
+def test_every_determinism_check_drops_the_intermediates(check):
+    live = _live_after_forward(
+        lambda x: ms.checkpoint(lambda v: F.tanh(F.tanh(F.tanh(v) * 2.0)), x, determinism_check=check))
+    assert live < 1.1
