@@ -183,6 +183,11 @@ def _inner_step(rng, shape, dtype, parts):
     return step
 
 
+def _named(a):
+    # Tags the output of tanh for the name-based policies.
+    return ms.checkpoint_name(F.tanh(a), "h")
+
+
 OPS: dict[str, Op] = {
     # math
     "add": _plain(lambda a, b: a + b, 2),
@@ -246,6 +251,8 @@ OPS: dict[str, Op] = {
     # memsave.grad inside the function
     "grad_inside": _plain(_grad_inside),
     "inner_step": Op(1, _ndim_at_least(1), _inner_step),
+    # a name for the policies
+    "checkpoint_name": _plain(_named),
 }
 RANDOM_OPS = ("dropout", "numpy_noise")
 GRAD_OPS = ("grad_inside", "inner_step")
@@ -254,20 +261,52 @@ DETERMINISTIC_OPS = tuple(name for name in OPS if name not in RANDOM_OPS + GRAD_
 
 # ----- checkpoint placement -------------------------------------------------------------
 KINDS = ("checkpoint", "checkpointed", "closure", "sequential")
+# Exact policies (compress is approximate by design, so it is not compared to 1e-10).
+POLICIES = (None, "nothing_saveable", "everything_saveable", "dots_saveable", "offload_dots_to_host",
+            "save_only_these_names", "save_any_names_but_these", "ops", "combine")
+LABELS = ("Tanh", "Sigmoid", "Linear", "MatMul", "Exp", "Mul", "Add", "Dropout", "LayerNormalization",
+          "BatchNormalization", "Convolution2D", "Softmax", "GetItem", "Name")
 
 
 @dataclass(frozen=True)
 class Block:
-    """Steps (and blocks) run as one checkpointed call of spelling ``kind``."""
+    """Steps (and blocks) run as one checkpointed call of spelling ``kind``, with ``policy``:
+    a name in POLICIES; ``("ops", labels)`` keeps the outputs of ops with those labels."""
 
     kind: str
     items: tuple
     segments: int | str = 1
+    policy: Any = None
+
+
+def make_policy(spec: Any) -> Callable | None:
+    """The policy function a Block's ``policy`` names."""
+    if spec is None:
+        return None
+    P = ms.policies
+    if isinstance(spec, tuple):
+        labels = spec[1]
+        return lambda out: P.SAVE if out.label in labels else P.RECOMPUTE
+    if spec == "save_only_these_names":
+        return P.save_only_these_names("h")
+    if spec == "save_any_names_but_these":
+        return P.save_any_names_but_these("h")
+    if spec == "combine":
+        return P.combine(P.dots_saveable, P.save_only_these_names("h"))
+    return getattr(P, spec)
+
+
+@st.composite
+def policy_specs(draw: Any) -> Any:
+    name = draw(st.sampled_from(POLICIES))
+    if name == "ops":
+        return ("ops", frozenset(draw(st.sets(st.sampled_from(LABELS), max_size=4))))
+    return name
 
 
 @st.composite
 def trees(draw: Any, n_steps: int, kinds: Sequence[str] = KINDS, max_depth: int = MAX_DEPTH,
-          odds: int = 3) -> tuple:
+          odds: int = 3, policies: bool = False) -> tuple:
     """Checkpoint placement over ``n_steps`` steps: a block opens at a step with chance
     ``1 / odds`` (``odds=1``: always, down to ``max_depth``)."""
     def items(lo: int, hi: int, depth: int) -> tuple:
@@ -279,7 +318,8 @@ def trees(draw: Any, n_steps: int, kinds: Sequence[str] = KINDS, max_depth: int 
                 kind = draw(st.sampled_from(kinds))
                 children = items(i, j, depth + 1)
                 segments = draw(st.one_of(st.integers(1, len(children)), st.just("sqrt")))
-                out.append(Block(kind, children, segments))
+                policy = draw(policy_specs()) if policies else None
+                out.append(Block(kind, children, segments, policy))
                 i = j
             else:
                 out.append(i)
@@ -333,9 +373,10 @@ SHAPES = st.one_of(SCALAR, NONSCALAR)
 def programs(draw: Any, ops: Sequence[str] = DETERMINISTIC_OPS, shapes: Any = SHAPES,
              dtypes: Sequence[Any] = (np.float64, np.float32), max_steps: int = 8,
              kinds: Sequence[str] = KINDS, max_depth: int = MAX_DEPTH, odds: int = 3,
-             must_use: Sequence[str] = ()) -> Program:
+             must_use: Sequence[str] = (), policies: bool = False) -> Program:
     """A random program over ``ops`` (those that fit the drawn shape), with at least one
-    op of ``must_use`` when it is given (and one fits)."""
+    op of ``must_use`` when it is given (and one fits); ``policies``: each checkpoint
+    gets a random policy."""
     shape = draw(shapes)
     fitting = [name for name in ops if OPS[name].fits(shape)]
     n_inputs = draw(st.integers(1, 3))
@@ -352,7 +393,7 @@ def programs(draw: Any, ops: Sequence[str] = DETERMINISTIC_OPS, shapes: Any = SH
         steps.append((name, tuple(available - 1 - (k % available) if k < available else k % available
                                   for k in picks)))
     return Program(shape=shape, dtype=draw(st.sampled_from(dtypes)), n_inputs=n_inputs,
-                   steps=tuple(steps), tree=draw(trees(len(steps), kinds, max_depth, odds)),
+                   steps=tuple(steps), tree=draw(trees(len(steps), kinds, max_depth, odds, policies)),
                    seed=draw(st.integers(0, 2**16)),
                    n_outputs=draw(st.integers(1, min(2, len(steps)))))
 
@@ -388,13 +429,14 @@ def _run_block(program: Program, fns: Sequence[Callable], block: Block, env: lis
         _run_items(program, fns, block.items, local)
         return tuple(local[n:])
 
+    policy = make_policy(block.policy)
     if block.kind == "checkpoint":
-        return ms.checkpoint(body, *env)
+        return ms.checkpoint(body, *env, policy=policy)
     if block.kind == "checkpointed":
-        return ms.checkpointed(body)(*env)
+        return ms.checkpointed(body, policy=policy)(*env)
     if block.kind == "closure":  # the block's inputs are captured, not passed
         captured = tuple(env)
-        return ms.checkpoint(lambda: body(*captured))
+        return ms.checkpoint(lambda: body(*captured), policy=policy)
 
     def layer(item: Any) -> Callable[[tuple], tuple]:
         def run(values: tuple) -> tuple:
@@ -404,7 +446,7 @@ def _run_block(program: Program, fns: Sequence[Callable], block: Block, env: lis
         return run
 
     out = ms.checkpoint_sequential([layer(item) for item in block.items], tuple(env),
-                                   segments=block.segments)
+                                   segments=block.segments, policy=policy)
     return out[n:]
 
 
