@@ -630,5 +630,26 @@ def checkpoint(fn: Callable, /, *args: Any, policy: Policy | None = None,
     (2, 3)
     """
     options = check_options(policy, preserve_rng_state, determinism_check, early_stop, use_reentrant)
+    _reject_option_collisions(fn, options)
     return run_checkpointed(fn, args, kwargs, **options)
+
+
+_OPTION_DEFAULTS = check_options()
+
+
+def _reject_option_collisions(fn: Callable, options: dict[str, Any]) -> None:
+    """An option given to checkpoint that is also a parameter of ``fn`` is ambiguous: say so."""
+    given = [name for name, value in options.items() if value != _OPTION_DEFAULTS[name]]
+    if not given:
+        return
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    clashes = [name for name in given if name in parameters]
+    if clashes:
+        raise TypeError(
+            f"checkpoint got {clashes[0]}=..., which is both checkpoint's own option and a "
+            f"parameter of {_fn_name(fn)}; checkpoint takes it as its option. To pass it to the "
+            f"function, bind it first: checkpoint(functools.partial(fn, {clashes[0]}=...), ...)")
 

@@ -230,3 +230,12 @@ def test_every_determinism_check_drops_the_intermediates(check):
     live = _live_after_forward(
         lambda x: ms.checkpoint(lambda v: F.tanh(F.tanh(F.tanh(v) * 2.0)), x, determinism_check=check))
     assert live < 1.1
+
+
+def test_option_that_is_also_a_parameter_of_fn_is_reported():
+    def block(v, policy=None):
+        return F.tanh(F.tanh(v))
+
+    with pytest.raises(TypeError, match="both checkpoint's own option and a parameter of"):
+        ms.checkpoint(block, np.ones(2), policy=ms.policies.dots_saveable)
+    ms.checkpoint(block, ms.Variable(np.ones(2)) * 1.0)   # not given: no clash
