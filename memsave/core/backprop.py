@@ -25,7 +25,7 @@ from memsave import backend
 from memsave.config import using_config
 from memsave.core.fit import cast, sum_to
 from memsave.core.function import FunctionNode
-from memsave.core.variable import Variable, VariableNode
+from memsave.core.variable import Variable, VariableNode, _grad_hooks
 from memsave.errors import DTypeError, ShapeError
 
 
@@ -112,10 +112,54 @@ def _needed_nodes(outputs: Sequence[Variable], targets: set[VariableNode]) -> se
     return needed
 
 
+def _hooked_leaf_readers(outputs: Sequence[Variable]) -> dict[VariableNode, int]:
+    """For each hooked leaf in the graph: how many op inputs read it (its gradient is complete
+    once that many have been handled)."""
+    readers: dict[VariableNode, int] = {}
+    seen: set[FunctionNode] = set()
+    stack = [y.creator for y in outputs if y.creator is not None]
+    while stack:
+        f = stack.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for x in f.inputs:
+            if x.creator is not None:
+                stack.append(x.creator)
+            elif x.requires_grad and _grad_hooks.get(x):
+                readers[x] = readers.get(x, 0) + 1
+    return readers
+
+
+def _accumulate_into_leaf(node: VariableNode, g: Variable, create_graph: bool) -> None:
+    var = node.variable
+    if var is None or not node.requires_grad:
+        return
+    with using_config("enable_backprop", create_graph):
+        var.grad_var = g if var.grad_var is None else var.grad_var + g
+    for hook in list(_grad_hooks.get(node, ())):
+        hook(var)
+
+
 def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[VariableNode] | None,
          retain_graph: bool, create_graph: bool, retain_grad: bool) -> dict[VariableNode, Variable]:
-    """Propagate gradients; return those of leaves (targets=None) or of the targets."""
+    """Propagate gradients; return those of leaves (targets=None) or of the targets.
+
+    With ``targets=None`` (backward()), a leaf with post-accumulate-grad hooks gets its
+    gradient, and its hooks run, as soon as every op reading it is done."""
     grads = _seed_grads(outputs, grad_outputs)
+    readers = _hooked_leaf_readers(outputs) if targets is None and _grad_hooks else {}
+
+    def handled(f: FunctionNode) -> None:
+        for x in f.inputs:
+            if x in readers:
+                readers[x] -= 1
+                if readers[x] == 0:
+                    del readers[x]
+                    g = grads.pop(x, None)
+                    if g is not None:
+                        _accumulate_into_leaf(x, g, create_graph)
+
     needed = None if targets is None else _needed_nodes(outputs, targets)
     keep = targets or set()
     counter = itertools.count()
@@ -142,6 +186,8 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
             indexes = tuple(i for i, x in enumerate(f.inputs)
                             if x.requires_grad and (needed is None or x in needed))
             if not indexes or all(gy is None for gy in gys):
+                if readers:
+                    handled(f)
                 continue
             gxs = _checked_gradients(f, f.backward(indexes, *gys))
             del gys
@@ -157,6 +203,12 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
                     node.variable.grad_var = grads[node]
                 push(node.creator)
             del gxs
+            if readers:
+                handled(f)
+    for node in readers:                      # read only by ops no gradient reached
+        g = grads.pop(node, None)
+        if g is not None:
+            _accumulate_into_leaf(node, g, create_graph)
     return grads
 
 
@@ -176,11 +228,9 @@ def backward(outputs: Sequence[Variable], grad_outputs: Sequence[Any] | None = N
     grad_outputs = [None] * len(outputs) if grad_outputs is None else list(grad_outputs)
     retain_graph = create_graph if retain_graph is None else retain_graph
     grads = _run(outputs, grad_outputs, None, retain_graph, create_graph, retain_grad)
-    with using_config("enable_backprop", create_graph):
-        for node, g in grads.items():
-            var = node.variable
-            if node.creator is None and node.requires_grad and var is not None:
-                var.grad_var = g if var.grad_var is None else var.grad_var + g
+    for node, g in grads.items():
+        if node.creator is None:
+            _accumulate_into_leaf(node, g, create_graph)
 
 
 def _as_list(values: Any, what: str) -> list[Any]:

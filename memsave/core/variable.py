@@ -53,6 +53,21 @@ class VariableNode:
         return f"VariableNode(shape={self.shape}, dtype={self.dtype}, name={self.name!r})"
 
 
+class HookHandle:
+    """Returned by :meth:`Variable.register_post_accumulate_grad_hook`; ``remove()`` undoes it."""
+
+    def __init__(self, hooks: list, hook: Any) -> None:
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+# Hooks run when a leaf's gradient is complete in backward(); keyed by graph node.
+_grad_hooks: weakref.WeakKeyDictionary[VariableNode, list] = weakref.WeakKeyDictionary()
+
+
 class Variable:
     """An array with an autograd history.
 
@@ -246,6 +261,28 @@ class Variable:
         from memsave.core.backprop import backward
         backward([self], [grad], retain_grad=retain_grad, retain_graph=retain_graph,
                  create_graph=create_graph)
+
+    def register_post_accumulate_grad_hook(self, hook: Any) -> HookHandle:
+        """Call ``hook(variable)`` in ``backward()`` as soon as this leaf's gradient is complete
+        (every op reading it has given its share), before the rest of backward runs: an
+        optimizer can update the parameter and free its gradient there, or a data-parallel
+        wrapper start reducing it.
+
+        >>> import numpy as np
+        >>> w = Variable(np.array([1.0, 2.0])); seen = []
+        >>> handle = w.register_post_accumulate_grad_hook(lambda v: seen.append(v.grad.copy()))
+        >>> (w * w).sum().backward(); seen
+        [array([2., 4.])]
+        >>> handle.remove()
+        """
+        if self.creator is not None:
+            raise ValueError("post-accumulate-grad hooks go on leaves (parameters, inputs); this "
+                             "Variable was computed by an op")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        hooks = _grad_hooks.setdefault(self._node, [])
+        hooks.append(hook)
+        return HookHandle(hooks, hook)
 
     def unchain(self) -> None:
         """Cut this Variable from its history, as Chainer does: backward stops here, also for

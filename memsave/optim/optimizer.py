@@ -69,6 +69,40 @@ class Optimizer:
             if grad is not None:
                 self.update_one(param, grad, state)
 
+    def step_in_backward(self) -> None:
+        """From now on, update each parameter inside ``backward()`` as soon as its gradient is
+        complete, then free that gradient: the parameter gradients never all exist at once
+        (LOMO's fused update; torch's post-accumulate-grad hooks).  Do not call :meth:`step`
+        as well; undo with :meth:`stop_step_in_backward`.  Needs an update that looks at one
+        parameter at a time (not global-norm clipping).
+
+        >>> import numpy as np, memsave as ms
+        >>> from memsave.optim import SGD
+        >>> w = ms.Parameter(np.array([1.0, 2.0])); opt = SGD([w], lr=0.5)
+        >>> opt.step_in_backward()
+        >>> (w * w).sum().backward()
+        >>> w.array, w.grad is None
+        (array([0., 0.]), True)
+        >>> opt.stop_step_in_backward()
+        """
+        if getattr(self, "_backward_hooks", None):
+            return
+        self._backward_hooks = []
+        for param, state in zip(self.params, self.state):
+            def update(p: Variable, state: dict[str, Any] = state) -> None:
+                grad = p.grad
+                if grad is not None:
+                    self.update_one(p, grad, state)
+                    p.cleargrad()
+
+            self._backward_hooks.append(param.register_post_accumulate_grad_hook(update))
+
+    def stop_step_in_backward(self) -> None:
+        """Stop updating inside backward (see :meth:`step_in_backward`)."""
+        for handle in getattr(self, "_backward_hooks", None) or ():
+            handle.remove()
+        self._backward_hooks = []
+
     def update_one(self, param: Variable, grad: Any, state: dict[str, Any]) -> None:
         """Update ``param.array`` in place from ``grad``; ``state`` is this parameter's dict."""
         raise NotImplementedError(f"{type(self).__name__} does not define update_one()")

@@ -112,3 +112,73 @@ def test_load_state_dict_errors():
     opt.step()
     with pytest.raises(ValueError, match=r"shape \(2,\), the parameter has shape \(3,\)"):
         Adam([ms.Parameter(np.ones(3))]).load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: Adam(ps, lr=0.01),
+    lambda ps: AdamW(ps, lr=0.01, weight_decay=0.1),
+])
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_step_in_backward_equals_the_usual_step(make, checkpointed):
+    import memsave.functions as F
+
+    def model(ps, x):
+        h = x
+        for W in ps:
+            h = F.tanh(F.linear(h, W))
+        return (h * h).sum()
+
+    def forward(ps, x):
+        if checkpointed:
+            return ms.checkpoint_sequential([lambda h, W=W: F.tanh(F.linear(h, W)) for W in ps],
+                                            x, segments=2).__pow__(2).sum()
+        return model(ps, x)
+
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal((6, 6)) / 3 for _ in range(4)]
+    xs = [ms.Variable(rng.standard_normal((5, 6))) for _ in range(3)]
+    usual = [ms.Parameter(a.copy()) for a in init]
+    fused = [ms.Parameter(a.copy()) for a in init]
+    opt_usual, opt_fused = make(usual), make(fused)
+    opt_fused.step_in_backward()
+    peak_live = []
+    fused[0].register_post_accumulate_grad_hook(
+        lambda p: peak_live.append(sum(q.grad is not None for q in fused)))
+    for x in xs:
+        forward(usual, x).backward()
+        opt_usual.step()
+        opt_usual.zero_grad()
+        forward(fused, x).backward()
+    for a, b in zip(usual, fused):
+        np.testing.assert_allclose(b.array, a.array, rtol=1e-12, atol=1e-14)
+        assert b.grad is None
+    # the first layer's gradient completes last: by then the others were applied and freed
+    assert all(n <= 1 for n in peak_live)
+    opt_fused.stop_step_in_backward()
+    forward(fused, xs[0]).backward()
+    assert all(p.grad is not None for p in fused)
+
+
+def test_gradient_hooks_run_as_soon_as_each_gradient_is_complete():
+    import memsave.functions as F
+
+    events = []
+
+    class Probe(ms.FunctionNode):
+        def forward(self, x):
+            return x
+
+        def backward(self, indexes, gy):
+            events.append("input reached")
+            return gy
+
+    rng = np.random.default_rng(1)
+    Ws = [ms.Parameter(rng.standard_normal((4, 4))) for _ in range(3)]
+    for k, W in enumerate(Ws):
+        W.register_post_accumulate_grad_hook(lambda p, k=k: events.append(f"W{k} complete"))
+    h, = Probe().apply(ms.Variable(rng.standard_normal((2, 4))))
+    for W in Ws:
+        h = F.tanh(F.linear(h, W))
+    h.sum().backward()
+    assert events == ["W2 complete", "W1 complete", "W0 complete", "input reached"]
