@@ -268,3 +268,17 @@ def test_argument_errors():
             F.scaled_dot_product_attention(q, q, q, block_size=bad)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
         F.scaled_dot_product_attention(q, q, q, dropout=1.0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_leading_dimensions_broadcast_in_both_backwards(causal):
+    q, k, v = rand(2, 3, 5, 4, seed=1), rand(1, 3, 6, 4, seed=2), rand(6, 2, seed=3)
+
+    def f(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, causal=causal, block_size=2)
+
+    assert f(q, k, v).shape == (2, 3, 5, 2)
+    np.testing.assert_allclose(f(q, k, v).array, attention_reference(q, k, v, causal=causal),
+                               rtol=1e-12, atol=1e-12)
+    assert ms.gradcheck(f, [q, k, v])
+    assert ms.gradgradcheck(f, [q, k, v])
