@@ -22,6 +22,7 @@ plain gradients, and the all-reduce only sees gradients.  Launch with
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import traceback
@@ -118,6 +119,7 @@ class CommStats(NamedTuple):
     message_bytes: tuple[int, ...]
     bytes: int
     seconds: float
+    overlapped: int = 0     # gradient messages started inside backward (overlap=True)
 
     @property
     def messages(self) -> int:
@@ -153,6 +155,12 @@ class DataParallel(Module):
     names, shapes and dtypes as rank 0's (:class:`~memsave.errors.DistributedError` on every rank
     otherwise) and receives rank 0's values.  Calling it runs ``module``.
 
+    With ``overlap=True`` (the default) each bucket of gradients starts its all-reduce inside
+    backward, as soon as backward has completed all of its gradients, while backward goes
+    on with earlier layers; :meth:`allreduce_grads` then starts what is left and waits.
+    Several backward calls between two :meth:`allreduce_grads` (gradient accumulation) still
+    work: the early messages are then sent again with the final gradients.
+
     BatchNorm normalises with each rank's own batch statistics (no synchronised
     BatchNorm); its running statistics are averaged over ranks at every
     :meth:`allreduce_grads`, so all ranks keep the same buffers.
@@ -168,7 +176,7 @@ class DataParallel(Module):
     """
 
     def __init__(self, module: Module, comm: Any = None, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 cuda_aware: bool = False) -> None:
+                 cuda_aware: bool = False, overlap: bool = True) -> None:
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DataParallel wraps a memsave.nn.Module, got {type(module).__name__}")
@@ -180,6 +188,40 @@ class DataParallel(Module):
         self.cuda_aware = bool(cuda_aware)
         self._check_same_model()
         self._broadcast_from_rank0()
+        self._params = list(self.module.parameters())[::-1]   # roughly the order backward ends in
+        self._grad_buckets = _buckets([p.array for p in self._params], self.bucket_bytes)
+        self._hooks = []
+        if overlap:
+            bucket_of = {i: b for b, bucket in enumerate(self._grad_buckets) for i in bucket}
+            self._hooks = [p.register_post_accumulate_grad_hook(
+                functools.partial(self._gradient_ready, i, bucket_of[i]))
+                for i, p in enumerate(self._params)]
+        self._reset_step()
+
+    def _reset_step(self) -> None:
+        self._ready = [False] * len(self._params)
+        self._waiting = [len(bucket) for bucket in self._grad_buckets]
+        self._requests: list[Any] = []
+        self._started: list[tuple[list[int], Any, Any]] = []
+        self._stale = False
+
+    def _gradient_ready(self, i: int, bucket: int, param: Any) -> None:
+        """Backward hook: parameter ``i``'s gradient is complete.  Buckets start their
+        all-reduce as soon as all their gradients are, always in bucket order (every rank
+        must start the same collectives in the same order)."""
+        if self._ready[i]:     # a second backward since the last allreduce_grads()
+            self._stale = True
+            return
+        self._ready[i] = True
+        self._waiting[bucket] -= 1
+        while len(self._started) < len(self._grad_buckets) and self._waiting[len(self._started)] == 0:
+            self._start_bucket(len(self._started))
+
+    def _start_bucket(self, b: int) -> None:
+        bucket = self._grad_buckets[b]
+        members = [self._params[i] for i in bucket]
+        flat, wire = self._start(self._requests, [p.grad for p in members], [p.array for p in members])
+        self._started.append((bucket, flat, wire))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
@@ -225,21 +267,27 @@ class DataParallel(Module):
         """
         MPI = _mpi()
         start = time.perf_counter()
-        params = list(self.module.parameters())[::-1]     # roughly the order backward ends in
-        has_grad = np.array([p.grad is not None for p in params], dtype=np.int32)
-        requests = [self.comm.Iallreduce(MPI.IN_PLACE, has_grad, op=MPI.SUM)]
+        params = self._params
+        overlapped = len(self._started)
+        while len(self._started) < len(self._grad_buckets):   # those backward did not start
+            self._start_bucket(len(self._started))
+        requests, grad_flats = self._requests, self._started
+        # One flag per parameter (has a gradient), and a last one: some rank ran more than one
+        # backward since the last call, so buckets sent early may be stale.
+        has_grad = np.array([p.grad is not None for p in params] + [self._stale], dtype=np.int32)
+        requests.append(self.comm.Iallreduce(MPI.IN_PLACE, has_grad, op=MPI.SUM))
         sizes = [has_grad.nbytes]
-        grad_flats = []
-        for bucket in _buckets([p.array for p in params], self.bucket_bytes):
-            members = [params[i] for i in bucket]
-            flat, wire = self._start(requests, [p.grad for p in members], [p.array for p in members])
-            grad_flats.append((bucket, flat, wire))
         buffers = [a for _, a in self.module.named_buffers() if a.dtype.kind == "f"]
         buffer_flats = []
         for bucket in _buckets(buffers, self.bucket_bytes):
             members = [buffers[i] for i in bucket]
             buffer_flats.append((members, *self._start(requests, members, members)))
         MPI.Request.Waitall(requests)
+        if has_grad[-1]:          # every rank takes this branch: resend the final gradients
+            for bucket, flat, wire in grad_flats:
+                self._pack(flat, [params[i].grad for i in bucket], [params[i].array for i in bucket])
+                wire[...] = self._wire(flat)
+                self.comm.Allreduce(MPI.IN_PLACE, wire, op=MPI.SUM)
 
         n = self.comm.Get_size()
         for bucket, flat, wire in grad_flats:
@@ -253,20 +301,25 @@ class DataParallel(Module):
             for array, view in zip(members, self._views(flat, members)):
                 array[...] = view
         sizes += [w.nbytes for _, _, w in grad_flats] + [w.nbytes for _, _, w in buffer_flats]
-        return CommStats(tuple(sizes), sum(sizes[1:]), time.perf_counter() - start)
+        self._reset_step()
+        return CommStats(tuple(sizes), sum(sizes[1:]), time.perf_counter() - start, overlapped)
 
     def _start(self, requests: list[Any], values: list[Any], likes: list[Any]) -> tuple[Any, Any]:
         """Pack ``values`` (None: zeros) into one flat array and start its all-reduce."""
         xp = backend.get_array_module(likes[0])
         flat = xp.empty(sum(a.size for a in likes), dtype=likes[0].dtype)
-        offset = 0
-        for value, like in zip(values, likes):
-            flat[offset:offset + like.size] = 0 if value is None else value.reshape(-1)
-            offset += like.size
+        self._pack(flat, values, likes)
         wire = self._wire(flat)
         MPI = _mpi()
         requests.append(self.comm.Iallreduce(MPI.IN_PLACE, wire, op=MPI.SUM))
         return flat, wire
+
+    @staticmethod
+    def _pack(flat: Any, values: list[Any], likes: list[Any]) -> None:
+        offset = 0
+        for value, like in zip(values, likes):
+            flat[offset:offset + like.size] = 0 if value is None else value.reshape(-1)
+            offset += like.size
 
     @staticmethod
     def _views(flat: Any, likes: list[Any]) -> Iterator[Any]:

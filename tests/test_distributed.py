@@ -122,7 +122,7 @@ def test_allreduce_on_one_rank_keeps_gradients_and_reports_messages():
     net(x).sum().backward()
     expected = layer.W.grad.copy(), layer.b.grad.copy()
     stats = net.allreduce_grads()
-    assert stats.message_bytes == (8, 8, 24) and stats.bytes == 32 and stats.seconds >= 0
+    assert stats.message_bytes == (12, 8, 24) and stats.bytes == 32 and stats.seconds >= 0  # flags: 2 + 1
     np.testing.assert_array_equal(layer.W.grad, expected[0])
     np.testing.assert_array_equal(layer.b.grad, expected[1])
 
@@ -133,7 +133,7 @@ def test_buckets_hold_one_dtype_each():
     x = np.ones((1, 2), dtype=np.float32)
     (b(a(x).array.astype(np.float64)).sum() + a(x).sum()).backward()
     stats = net.allreduce_grads()
-    assert stats.message_bytes == (16, 6 * 8, 6 * 4)      # flags, float64 bucket, float32 bucket
+    assert stats.message_bytes == (20, 6 * 8, 6 * 4)      # flags (4 + 1), float64, float32 buckets
     assert a.W.grad.dtype == np.float32 and b.W.grad.dtype == np.float64
 
 
@@ -215,3 +215,23 @@ def test_shard_errors_say_what_to_change():
     with pytest.raises(ValueError, match="need batch_size > 0 and 0 <= rank < size, got batch_size=2, "
                                          "rank=2, size=2"):
         dist.sharded_batches(10, 2, epoch=0, rank=2, size=2)
+
+
+def test_buckets_start_inside_backward_and_accumulation_still_works():
+    rng = np.random.default_rng(3)
+    model = nn.Sequential(*[nn.Linear(8, 8, dtype=np.float64) for _ in range(4)])
+    net = dist.DataParallel(model, bucket_bytes=600)          # about one layer a bucket
+    x = rng.standard_normal((2, 8))
+    (net(x) ** 2).sum().backward()
+    stats = net.allreduce_grads()
+    assert stats.overlapped == stats.messages - 1 >= 4           # every gradient bucket early
+    reference = [p.grad.copy() for p in model.parameters()]
+    net.zero_grad()
+    (net(x) ** 2).sum().backward()                               # accumulate two backward calls
+    (net(x) ** 2).sum().backward()
+    net.allreduce_grads()
+    for p, g in zip(model.parameters(), reference):
+        np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-13)
+    plain = dist.DataParallel(model, overlap=False)
+    (plain(x) ** 2).sum().backward()
+    assert plain.allreduce_grads().overlapped == 0
