@@ -36,6 +36,12 @@ WORKLOADS = ("mlp", "cnn", "transformer")
 SPREAD_LIMIT = 0.2
 """Largest tolerated ``median / min - 1`` of a strategy's step times; above it the machine
 was busy during the run and the time ratios are not reliable."""
+SEGMENT_POLICIES = {"dots": ms.policies.dots_saveable, "everything": ms.policies.everything_saveable,
+                    "nothing": ms.policies.nothing_saveable,
+                    "offload": ms.policies.offload_dots_to_host}
+"""``policy=P`` strategies that run sqrt segments under a checkpoint policy."""
+COMPRESSIONS = {"int8": "int8", "fp16": "float16"}
+"""``policy=P`` strategies that run the plain model with saved activations compressed."""
 
 
 @dataclass
@@ -109,32 +115,47 @@ def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq
 
 
 def parse_strategy(strategy: str) -> tuple[str, int | str | None]:
-    """Split ``segments=K`` into its parts; check the name.
+    """Split ``segments=K`` and ``policy=P`` into their parts; check the name.
 
-    >>> parse_strategy("segments=4"), parse_strategy("sqrt")
-    (('segments', 4), ('sqrt', 'sqrt'))
+    ``policy=dots|everything|nothing|offload`` runs sqrt segments under that checkpoint
+    policy (:data:`SEGMENT_POLICIES`); ``policy=int8|fp16`` runs the plain model with every
+    saved activation compressed (:data:`COMPRESSIONS`), nothing recomputed.
+
+    >>> parse_strategy("segments=4"), parse_strategy("sqrt"), parse_strategy("policy=dots")
+    (('segments', 4), ('sqrt', 'sqrt'), ('policy', 'dots'))
     >>> parse_strategy("segments=abc")
     Traceback (most recent call last):
     ...
     ValueError: segments=K needs a positive integer K, got 'abc'
+    >>> parse_strategy("policy=all")  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    ValueError: policy=P needs P in dots, everything, nothing, offload, int8, fp16, got 'all'
     """
     if strategy.startswith("segments="):
         k = strategy.split("=", 1)[1]
         if not k.isdigit() or int(k) < 1:
             raise ValueError(f"segments=K needs a positive integer K, got {k!r}")
         return "segments", int(k)
+    if strategy.startswith("policy="):
+        name = strategy.split("=", 1)[1]
+        if name not in SEGMENT_POLICIES and name not in COMPRESSIONS:
+            raise ValueError(f"policy=P needs P in {', '.join([*SEGMENT_POLICIES, *COMPRESSIONS])}"
+                             f", got {name!r}")
+        return "policy", name
     if strategy in ("none", "each"):
         return strategy, None
     if strategy == "sqrt":
         return "sqrt", "sqrt"
-    raise ValueError(f"unknown strategy {strategy!r}; use none, each, sqrt or segments=K")
+    raise ValueError(f"unknown strategy {strategy!r}; use none, each, sqrt, segments=K or "
+                     f"policy=P (P: {', '.join([*SEGMENT_POLICIES, *COMPRESSIONS])})")
 
 
 def step(workload: Workload, strategy: str) -> None:
     """One forward+backward of ``workload`` under ``strategy``; gradients cleared first."""
     for p in workload.parameters:
         p.cleargrad()
-    kind, segments = parse_strategy(strategy)
+    kind, arg = parse_strategy(strategy)
     layers = workload.counted()
     h: Any = workload.x
     if kind == "none":
@@ -143,8 +164,14 @@ def step(workload: Workload, strategy: str) -> None:
     elif kind == "each":
         for layer in layers:
             h = ms.checkpoint(layer, h)
+    elif kind == "policy" and arg in COMPRESSIONS:
+        with ms.saved_arrays(ms.policies.compress(COMPRESSIONS[arg])):
+            for layer in layers:
+                h = layer(h)
+    elif kind == "policy":
+        h = ms.checkpoint_sequential(layers, h, segments="sqrt", policy=SEGMENT_POLICIES[arg])
     else:
-        h = ms.checkpoint_sequential(layers, h, segments=segments)
+        h = ms.checkpoint_sequential(layers, h, segments=arg)
     loss = (h * h).sum() * (1.0 / h.size)
     loss.backward()
 

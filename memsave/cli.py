@@ -104,7 +104,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
                     "timed steps.")
     parser.add_argument("workload", choices=bench.WORKLOADS, help="mlp is the reference workload W")
     parser.add_argument("--strategies", nargs="+", type=strategy, default=["none", "each", "sqrt"],
-                        help="none, each, sqrt, segments=K (default: %(default)s)")
+                        help="none, each, sqrt, segments=K, policy=P (P: dots, everything, "
+                             "nothing, offload, int8, fp16) (default: %(default)s)")
     parser.add_argument("--depth", type=size_or_default, default=0,
                         help="layers/blocks (0: the workload's default)")
     parser.add_argument("--width", type=size_or_default, default=0, help="width/channels (0: default)")

@@ -158,3 +158,39 @@ def test_plot_shows_absolute_values_from_zero_with_every_strategy_labelled(tmp_p
     assert {t.get_text() for t in ax.texts} == {"none", "each", "sqrt"}
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend[0] == f"none: {rows[0].peak_bytes / bench.MiB:.1f} MiB, {rows[0].median_s * 1e3:.0f} ms"
+
+
+def test_policy_strategies_order_peaks_and_skip_kept_matmuls(monkeypatch):
+    from memsave.functions.connection import Linear
+    linear_calls = []
+    forward = Linear.forward
+    monkeypatch.setattr(Linear, "forward", lambda self, *xs: linear_calls.append(1) or forward(self, *xs))
+    strategies = ["sqrt", *(f"policy={p}" for p in [*bench.SEGMENT_POLICIES, *bench.COMPRESSIONS])]
+    workload = bench.make_workload("mlp", depth=16, width=64, batch=256)
+    rows = bench.run_benchmark(workload, strategies, repeats=1)
+    matmuls = {}
+    for row in rows:
+        del linear_calls[:]
+        bench.step(workload, row.strategy)
+        matmuls[row.strategy] = len(linear_calls)
+    peak = {r.strategy: r.peak_bytes for r in rows}
+    forwards = {r.strategy: r.layer_forwards for r in rows}
+    # 4 segments of 4 layers, the last not checkpointed: 12 layers re-run under a segment policy
+    assert forwards == {"none": 16, "sqrt": 28, "policy=dots": 28, "policy=everything": 16,
+                        "policy=nothing": 28, "policy=offload": 28, "policy=int8": 16,
+                        "policy=fp16": 16}
+    # kept Linear outputs stand in for their op: no matmul is re-run under dots/offload/everything
+    assert matmuls == {**forwards, "policy=dots": 16, "policy=offload": 16}
+    assert peak["policy=nothing"] == pytest.approx(peak["sqrt"], rel=0.05)
+    assert peak["policy=offload"] == pytest.approx(peak["policy=dots"], rel=0.05)  # CPU: a SAVE
+    # dots keeps every pre-activation, which here is as much as plain keeps (the tanh outputs),
+    # plus the segment inputs: above sqrt, near plain, below keeping everything
+    assert peak["sqrt"] < peak["policy=dots"] < peak["policy=everything"]
+    assert peak["none"] < peak["policy=everything"]
+    assert peak["policy=int8"] < peak["policy=fp16"] < peak["none"]
+
+
+def test_unknown_policy_strategy_names_the_choices():
+    with pytest.raises(ValueError, match="policy=P needs P in dots, everything, nothing, offload, "
+                                         "int8, fp16, got 'all'"):
+        bench.parse_strategy("policy=all")
