@@ -10,6 +10,7 @@ array([[3., 5., 7.]])
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,8 +108,9 @@ class GetItemGrad(FunctionNode):
         return get_item(ggx, self.index)
 
 
-def _check_axes(axis: Any, ndim: int, what: str) -> tuple[int, ...]:
-    """``axis`` (None, an int or a tuple) as sorted non-negative axes, checked against ``ndim``."""
+def _check_axes(axis: Any, ndim: int, what: str, shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """``axis`` (None, an int or a tuple) as sorted non-negative axes, checked against ``ndim``
+    (errors name ``shape`` when it is given)."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
@@ -119,7 +121,10 @@ def _check_axes(axis: Any, ndim: int, what: str) -> tuple[int, ...]:
     axes = tuple(int(a) for a in axes)
     for a in axes:
         if not -ndim <= a < ndim:
-            raise ShapeError(f"{what}: axis {a} is out of range for an array of rank {ndim}")
+            of_shape = f" (shape {tuple(shape)})" if shape is not None else ""
+            valid = f"use an axis in [{-ndim}, {ndim - 1}]" if ndim else "a 0-d array has no axis"
+            raise ShapeError(f"{what}: axis {a} is out of range for an array of rank {ndim}{of_shape}; "
+                             f"{valid}")
     normalized = tuple(sorted(a % ndim for a in axes))
     if len(set(normalized)) != len(normalized):
         raise ShapeError(f"{what}: repeated axis in {axis}")
@@ -239,9 +244,29 @@ def reshape(x: Any, shape: tuple[int, ...]) -> Variable:
     >>> reshape(Variable(np.arange(6.0)), (2, 3)).shape
     (2, 3)
     """
-    if tuple(x.shape) == tuple(shape):
+    old = numpy.shape(x.array if isinstance(x, Variable) else x)
+    shape = _checked_shape(shape, old)
+    if old == shape:
         return x if isinstance(x, Variable) else Variable(x, requires_grad=False)
-    return Reshape(tuple(shape)).apply(x)[0]
+    return Reshape(shape).apply(x)[0]
+
+
+def _checked_shape(shape: Any, old: tuple[int, ...]) -> tuple[int, ...]:
+    """``reshape``'s target (an int or a sequence of ints, one of them maybe -1) as a tuple of
+    ints holding as many elements as ``old``."""
+    dims = (shape,) if isinstance(shape, (int, numpy.integer)) else tuple(shape)
+    for n in dims:
+        if isinstance(n, (bool, numpy.bool_)) or not isinstance(n, (int, numpy.integer)):
+            raise TypeError(f"reshape: shape must be an int or a tuple of ints, got {shape!r} "
+                            f"({type(n).__name__})")
+    dims = tuple(int(n) for n in dims)
+    size, known = math.prod(old), math.prod(n for n in dims if n != -1)
+    free = dims.count(-1)
+    fits = (free == 0 and known == size) or (free == 1 and known > 0 and size % known == 0)
+    if free > 1 or any(n < -1 for n in dims) or not fits:
+        raise ShapeError(f"reshape: cannot reshape an array of shape {old} ({size} elements) into "
+                         f"shape {dims}; the new shape must hold {size} elements (at most one -1)")
+    return dims
 
 
 def transpose(x: Any, axes: Any = None) -> Variable:
@@ -251,7 +276,18 @@ def transpose(x: Any, axes: Any = None) -> Variable:
     >>> transpose(Variable(np.zeros((2, 3)))).shape
     (3, 2)
     """
-    return Transpose(None if axes is None else tuple(axes)).apply(x)[0]
+    if axes is None:
+        return Transpose(None).apply(x)[0]
+    shape = numpy.shape(x.array if isinstance(x, Variable) else x)
+    for a in axes:
+        if isinstance(a, (bool, numpy.bool_)) or not isinstance(a, (int, numpy.integer)):
+            raise TypeError(f"transpose: axes must be ints, got {axes!r} ({type(a).__name__})")
+    axes = tuple(int(a) for a in axes)
+    ndim = len(shape)
+    if sorted(a % ndim if -ndim <= a < ndim else a for a in axes) != list(range(ndim)):
+        raise ShapeError(f"transpose: axes {axes} are not a permutation of the axes of an array of "
+                         f"shape {shape}; give each of 0..{ndim - 1} once")
+    return Transpose(tuple(a % ndim for a in axes)).apply(x)[0]
 
 
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: A001
@@ -261,7 +297,9 @@ def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: 
     >>> sum(Variable(np.ones((2, 3))), axis=0).array
     array([2., 2., 2.])
     """
-    return Sum(axis, keepdims).apply(x)[0]
+    shape = numpy.shape(x.array if isinstance(x, Variable) else x)
+    axes = None if axis is None else _check_axes(axis, len(shape), "sum", shape)
+    return Sum(axes, bool(keepdims)).apply(x)[0]
 
 
 def get_item(x: Any, index: Any) -> Variable:
@@ -295,7 +333,7 @@ def concat(xs: Sequence[Any], axis: int = 0) -> Variable:
     ndim = len(shapes[0])
     if ndim == 0:
         raise ShapeError("concat cannot join 0-d arrays; use stack")
-    axis, = _check_axes(axis, ndim, "concat")
+    axis, = _check_axes(axis, ndim, "concat", shapes[0])
     rest = [s[:axis] + s[axis + 1:] for s in shapes]
     if any(len(s) != ndim for s in shapes) or any(r != rest[0] for r in rest):
         raise ShapeError(f"concat along axis {axis} needs shapes that agree on every other axis, "
@@ -312,8 +350,9 @@ def split(x: Any, indices_or_sections: Any, axis: int = 0) -> tuple[Variable, ..
     (array([0., 1.]), array([2., 3., 4., 5.]))
     """
     shape = tuple(x.shape)
-    axis, = _check_axes(axis, len(shape), "split")
-    if isinstance(indices_or_sections, int):
+    axis, = _check_axes(axis, len(shape), "split", shape)
+    if isinstance(indices_or_sections, (int, numpy.integer)):
+        indices_or_sections = int(indices_or_sections)
         if indices_or_sections <= 0 or shape[axis] % indices_or_sections:
             raise ShapeError(f"split: axis {axis} of shape {shape} (length {shape[axis]}) cannot be "
                              f"cut into {indices_or_sections} equal sections")
@@ -361,7 +400,7 @@ def squeeze(x: Any, axis: Any = None) -> Variable:
     if axis is None:
         axes = tuple(i for i, n in enumerate(shape) if n == 1)
     else:
-        axes = _check_axes(axis, len(shape), "squeeze")
+        axes = _check_axes(axis, len(shape), "squeeze", shape)
         wide = [a for a in axes if shape[a] != 1]
         if wide:
             raise ShapeError(f"squeeze: axis {wide[0]} of shape {shape} has length "
@@ -421,7 +460,7 @@ def max(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: 
     >>> max(Variable(np.array([[1.0, 5.0], [7.0, 2.0]])), axis=1).array
     array([5., 7.])
     """
-    return Max(_check_axes(axis, len(x.shape), "max"), keepdims).apply(x)[0]
+    return Max(_check_axes(axis, len(x.shape), "max", tuple(x.shape)), keepdims).apply(x)[0]
 
 
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: A001
@@ -431,4 +470,4 @@ def min(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: 
     >>> min(Variable(np.array([[1.0, 5.0], [7.0, 2.0]])), axis=0).array
     array([1., 2.])
     """
-    return Min(_check_axes(axis, len(x.shape), "min"), keepdims).apply(x)[0]
+    return Min(_check_axes(axis, len(x.shape), "min", tuple(x.shape)), keepdims).apply(x)[0]

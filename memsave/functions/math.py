@@ -296,7 +296,11 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:
     >>> mean(Variable(np.array([1.0, 3.0]))).array
     array(2.)
     """
+    from memsave.functions.array import _check_axes
     from memsave.functions.array import sum as sum_
 
+    if axis is not None:
+        shape = tuple(x.shape)
+        _check_axes(axis, len(shape), "mean", shape)
     total = sum_(x, axis, keepdims)
     return total * (total.size / x.size)

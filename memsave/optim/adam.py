@@ -13,7 +13,7 @@ from typing import Any
 
 from memsave.backend import get_array_module
 from memsave.core.variable import Variable
-from memsave.optim.optimizer import Optimizer
+from memsave.optim.optimizer import Optimizer, checked_hyperparameter
 
 __all__ = ["Adam", "AdamW"]
 
@@ -40,17 +40,20 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Variable], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas}")
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: lr ({lr}), eps ({eps}) and weight_decay "
-                             f"({weight_decay}) must be >= 0")
+        owner = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{owner}: betas must be a pair (beta1, beta2) such as (0.9, 0.999), "
+                            f"got {betas!r}")
+        b1 = checked_hyperparameter(owner, "betas[0]", betas[0], high=1.0)
+        b2 = checked_hyperparameter(owner, "betas[1]", betas[1], high=1.0)
+        lr = checked_hyperparameter(owner, "lr", lr)
+        eps = checked_hyperparameter(owner, "eps", eps)
+        weight_decay = checked_hyperparameter(owner, "weight_decay", weight_decay)
         super().__init__(params)
-        self.lr = float(lr)
-        self.betas = (float(b1), float(b2))
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self.lr = lr
+        self.betas = (b1, b2)
+        self.eps = eps
+        self.weight_decay = weight_decay
 
     def update_one(self, param: Variable, grad: Any, state: dict[str, Any]) -> None:
         xp = get_array_module(param.array)

@@ -16,13 +16,39 @@ array([0., 0.])
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from typing import Any
+
+import numpy
 
 from memsave import backend
 from memsave.core.variable import Variable
 
-__all__ = ["Optimizer"]
+__all__ = ["Optimizer", "checked_hyperparameter"]
+
+
+def checked_hyperparameter(owner: str, name: str, value: Any, high: float | None = None) -> float:
+    """``value`` as a float in ``[0, high)`` (``[0, inf)`` without ``high``), or an error
+    naming ``owner``'s argument ``name``: TypeError for a non-number (a str, a bool, an
+    array), ValueError for a number out of range.
+
+    >>> checked_hyperparameter("SGD", "lr", numpy.float32(0.5))
+    0.5
+    >>> checked_hyperparameter("SGD", "lr", "0.1")
+    Traceback (most recent call last):
+    ...
+    TypeError: SGD: lr must be a real number, got '0.1' (str); pass a float such as lr=0.1
+    """
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(
+            value, (int, float, numpy.integer, numpy.floating)):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r} "
+                        f"({type(value).__name__}); pass a float such as {name}=0.1")
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0 and (high is None or number < high)):
+        expected = f"in [0, {high:g})" if high is not None else "a finite number >= 0"
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
+    return number
 
 
 class Optimizer:
@@ -46,14 +72,29 @@ class Optimizer:
         if isinstance(params, Variable):
             raise TypeError("an optimizer takes an iterable of parameters, got a single "
                             "Variable; wrap it in a list or pass model.parameters()")
+        owner = type(self).__name__
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"{owner}: params must be an iterable of Parameters (model.parameters()), "
+                            f"got {type(params).__name__}") from None
         unique: dict[int, Variable] = {}
-        for p in params:
+        for i, p in enumerate(params):
             if not isinstance(p, Variable):
-                raise TypeError(f"optimizer parameters must be Variables, got {type(p).__name__}")
+                raise TypeError(f"{owner}: parameter {i} is of type {type(p).__name__}, not a Parameter; "
+                                "pass model.parameters() or a list of memsave.Parameter")
+            if p.creator is not None:
+                raise ValueError(f"{owner}: parameter {i} (shape {p.shape}) was computed by "
+                                 f"{type(p.creator).__name__}; an optimizer updates leaves: pass the "
+                                 "Parameters it was computed from")
+            if p.dtype.kind != "f":
+                raise TypeError(f"{owner}: parameter {i} has dtype {p.dtype}; only floating-point "
+                                "Parameters can be optimized")
             unique.setdefault(id(p), p)
         self.params: list[Variable] = list(unique.values())
         if not self.params:
-            raise ValueError("optimizer got an empty parameter list")
+            raise ValueError(f"{owner} got an empty parameter list; pass model.parameters() of a "
+                             "model that has parameters")
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
     def step(self) -> None:

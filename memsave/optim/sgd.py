@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy
+
 from memsave.core.variable import Variable
-from memsave.optim.optimizer import Optimizer
+from memsave.optim.optimizer import Optimizer, checked_hyperparameter
 
 __all__ = ["SGD"]
 
@@ -37,16 +39,18 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Variable], lr: float, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: lr ({lr}), momentum ({momentum}) and weight_decay "
-                             f"({weight_decay}) must be >= 0")
+        lr = checked_hyperparameter("SGD", "lr", lr)
+        momentum = checked_hyperparameter("SGD", "momentum", momentum)
+        weight_decay = checked_hyperparameter("SGD", "weight_decay", weight_decay)
+        if not isinstance(nesterov, (bool, numpy.bool_)):
+            raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
         if nesterov and momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         super().__init__(params)
-        self.lr = float(lr)
-        self.momentum = float(momentum)
+        self.lr = lr
+        self.momentum = momentum
         self.nesterov = bool(nesterov)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = weight_decay
 
     def update_one(self, param: Variable, grad: Any, state: dict[str, Any]) -> None:
         p = param.array

@@ -40,7 +40,7 @@ def test_parameter_list_handling():
         SGD([], lr=0.1)
     with pytest.raises(TypeError, match="iterable"):
         SGD(model.W, lr=0.1)
-    with pytest.raises(TypeError, match="Variables"):
+    with pytest.raises(TypeError, match="parameter 0 is of type ndarray, not a Parameter"):
         SGD([np.ones(2)], lr=0.1)
 
 
@@ -182,3 +182,47 @@ def test_gradient_hooks_run_as_soon_as_each_gradient_is_complete():
         h = F.tanh(F.linear(h, W))
     h.sum().backward()
     assert events == ["W2 complete", "W1 complete", "W0 complete", "input reached"]
+
+
+# ----- every bad argument gets an error naming it --------------------------------------------
+W = ms.Parameter(np.ones(2))
+BAD_ARGUMENTS = [
+    (lambda: SGD([W], lr="0.1"), TypeError, r"SGD: lr must be a real number, got '0\.1' \(str\)"),
+    (lambda: SGD([W], lr=None), TypeError, "SGD: lr must be a real number, got None"),
+    (lambda: SGD([W], lr=True), TypeError, "SGD: lr must be a real number, got True"),
+    (lambda: SGD([W], lr=np.ones(1)), TypeError, r"SGD: lr must be a real number.*ndarray"),
+    (lambda: SGD([W], lr=-0.1), ValueError, "SGD: lr must be a finite number >= 0, got -0.1"),
+    (lambda: SGD([W], lr=float("nan")), ValueError, "SGD: lr must be a finite number >= 0, got nan"),
+    (lambda: SGD([W], lr=0.1, momentum=-0.9), ValueError, "SGD: momentum must be"),
+    (lambda: SGD([W], lr=0.1, weight_decay="1e-4"), TypeError, "SGD: weight_decay must be a real number"),
+    (lambda: SGD([W], lr=0.1, momentum=0.9, nesterov="yes"), TypeError,
+     "SGD: nesterov must be True or False"),
+    (lambda: SGD([W], lr=0.1, nesterov=True), ValueError, "nesterov=True needs momentum > 0"),
+    (lambda: Adam([W], lr="1e-3"), TypeError, "Adam: lr must be a real number, got '1e-3'"),
+    (lambda: Adam([W], betas=(0.9, 1.0)), ValueError, r"Adam: betas\[1\] must be in \[0, 1\), got 1\.0"),
+    (lambda: Adam([W], betas=(-0.1, 0.999)), ValueError, r"Adam: betas\[0\] must be in \[0, 1\)"),
+    (lambda: Adam([W], betas=0.9), TypeError, r"Adam: betas must be a pair \(beta1, beta2\)"),
+    (lambda: Adam([W], betas=(0.9, "0.999")), TypeError, r"Adam: betas\[1\] must be a real number"),
+    (lambda: AdamW([W], eps=-1e-8), ValueError, "AdamW: eps must be a finite number >= 0"),
+    (lambda: AdamW([W], weight_decay=-0.01), ValueError, "AdamW: weight_decay must be"),
+    (lambda: SGD([], lr=0.1), ValueError, "SGD got an empty parameter list"),
+    (lambda: SGD(3, lr=0.1), TypeError, "SGD: params must be an iterable of Parameters.*int"),
+    (lambda: SGD([W, "w"], lr=0.1), TypeError, "SGD: parameter 1 is of type str, not a Parameter"),
+    (lambda: Adam([W * 2.0]), ValueError, r"Adam: parameter 0 \(shape \(2,\)\) was computed by Mul"),
+    (lambda: SGD([ms.Variable(np.arange(3), requires_grad=False)], lr=0.1), TypeError,
+     "SGD: parameter 0 has dtype int64; only floating-point Parameters can be optimized"),
+]
+
+
+@pytest.mark.parametrize("make, error, message", BAD_ARGUMENTS)
+def test_bad_arguments_raise_errors_naming_them(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_numpy_numbers_are_accepted_as_hyperparameters():
+    opt = SGD([W], lr=np.float32(0.5), momentum=np.float64(0.9), weight_decay=np.int64(0))
+    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.5, 0.9, 0.0)
+    assert type(opt.lr) is float
+    adam = Adam([W], lr=np.float64(1e-3), betas=(np.float32(0.5), np.float64(0.9)))
+    assert adam.betas == (0.5, 0.9)
