@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from memsave import _callsite, backend, random
@@ -188,6 +190,7 @@ class RecomputeNode:
         self.early_stop = early_stop
         self.draws: list | None = [] if preserve_rng_state else None
         self.numpy_rng: tuple | None = None   # NumPy's global state before fn, if fn drew from it
+        self._numpy_unknown = False           # it moved while other threads ran: fn's draw or theirs
         self.records: list[_SlotRecord] = []
         self.alive: set[int] = set()
         self.filled: dict[int, Any] = {}
@@ -203,7 +206,11 @@ class RecomputeNode:
         self._outside: dict[int, tuple[weakref.ref, Any]] = {}
         self._dropped: dict[int, tuple[weakref.ref, int]] = {}
         self._outer = hooks.current_hooks()
-        self._depth = _stack_depth()
+        # Stack depth at creation, and the deepest nested checkpoint created inside fn: a
+        # recomputation needs that many frames again, from wherever backward starts it.
+        self._depth = self._deepest = _stack_depth()
+        for enclosing in _running_forwards.get():
+            enclosing._deepest = max(enclosing._deepest, self._depth)
         # Inputs are kept through the hooks active *outside* this checkpoint, so that an
         # enclosing checkpoint drops them too (that is how nesting saves memory).
         self._args, self._kwargs = args, kwargs
@@ -262,20 +269,25 @@ class RecomputeNode:
         """Run ``fn`` once, recording its draws; then resolve what its ops saved."""
         numpy_before = random.numpy_global_state() if self.draws is not None else None
         try:
-            with hooks.saved_array_hooks(self.pack, self.unpack, self.observe), _recording(self.draws):
-                outputs = self.fn(*self._args, **self._kwargs)
+            token = _running_forwards.set(_running_forwards.get() + (self,))
+            try:
+                with hooks.saved_array_hooks(self.pack, self.unpack, self.observe), \
+                        _recording(self.draws):
+                    outputs = self.fn(*self._args, **self._kwargs)
+            finally:
+                _running_forwards.reset(token)
+            if numpy_before is not None and random.numpy_global_moved(numpy_before):
+                if random.other_threads_running():
+                    # fn, or another thread, drew from it: the recomputation will not touch it
+                    # and checks the recomputed values instead (a draw by fn changes them).
+                    self._numpy_unknown = True
+                else:
+                    self.numpy_rng = numpy_before
             self._resolve()
         finally:
             self._pending, self._current, self._names = [], None, {}
         if self._ops is not None and all(r.stored is None for r in self._ops):
             self._ops = None                  # every op is re-run: nothing to replay
-        if numpy_before is not None and random.numpy_global_moved(numpy_before):
-            if random.other_threads_running():
-                raise CheckpointError(
-                    f"{self.label} drew from NumPy's global RNG (np.random.*) while other threads "
-                    "are running, so its draws cannot be replayed exactly (that RNG is shared by "
-                    "every thread). Draw from memsave.random.get_generator() instead.")
-            self.numpy_rng = numpy_before
         return outputs
 
     def _resolve(self) -> None:
@@ -305,7 +317,8 @@ class RecomputeNode:
                 slot.stored = kept.get(id(slot.array))
             if slot.stored is None:
                 slot.index = len(self.records)
-                self.records.append(_SlotRecord(slot.label, slot.array, self.check == "checksum",
+                self.records.append(_SlotRecord(slot.label, slot.array,
+                                                self.check == "checksum" or self._numpy_unknown,
                                                 slot.site))
                 self.alive.add(slot.index)
                 owner = backend.memory_owner(slot.array)
@@ -432,7 +445,7 @@ class RecomputeNode:
             return ys
 
         try:
-            with _recursion_headroom(_stack_depth() - self._depth), \
+            with _recursion_headroom(_stack_depth() + self._deepest - self._depth + _FRAMES_PER_LEVEL), \
                     hooks.saved_array_hooks(fill, self.unpack, replay), _replaying(self.draws), \
                     _numpy_replay(self.numpy_rng, self.label), \
                     using_config("enable_backprop", True), using_config("in_recompute", True):
@@ -457,7 +470,7 @@ class RecomputeNode:
                 f"forward pass saved {len(self.records)}.")
 
     def _verify(self, index: int, op: Any, array: Any) -> None:
-        if self.check == "none":
+        if self.check == "none" and not self._numpy_unknown:
             return
         if index >= len(self.records):
             raise CheckpointError(
@@ -474,6 +487,12 @@ class RecomputeNode:
             now = _fingerprint(array)
             diffs = [abs(a - b) for a, b in zip(rec.fingerprint, now)]
             if any(d > 1e-5 * max(abs(a), abs(b), 1e-30) for d, a, b in zip(diffs, rec.fingerprint, now)):
+                if self._numpy_unknown:
+                    raise CheckpointError(
+                        f"{self.label}: {op.label} at {rec.site} recomputed different values. The "
+                        "function seems to draw from NumPy's global RNG (np.random.*), which other "
+                        "threads share, so its draws cannot be replayed. Draw from "
+                        "memsave.random.get_generator() instead: its draws replay per thread.")
                 raise CheckpointError(
                     f"{self.label}: {op.label} at {rec.site} recomputed different values for "
                     f"saved array #{index} {array.shape}: largest difference {max(diffs):.3g} "
@@ -500,18 +519,34 @@ def _stack_depth() -> int:
     return depth
 
 
+_FRAMES_PER_LEVEL = 100           # what one block's ops and memsave's own calls may add
+_running_forwards: ContextVar[tuple[RecomputeNode, ...]] = ContextVar(
+    "memsave.running_forwards", default=())
+_limit_lock = threading.Lock()
+_limit_requests: list[int] = []   # recursion limits wanted by recomputations running now
+_limit_before = 0
+
+
 @contextlib.contextmanager
-def _recursion_headroom(extra: int) -> Any:
-    """Let a recomputation started ``extra`` frames deeper than its forward go as deep as the
-    forward went (backward adds its own frames on top of nested checkpoints)."""
-    limit = sys.getrecursionlimit()
-    if extra > 0:
-        sys.setrecursionlimit(limit + extra + 64)
+def _recursion_headroom(needed: int) -> Any:
+    """Let a recomputation of deeply nested checkpoints go as deep as its forward went, plus
+    the frames backward adds.  The limit is process-wide: it is raised while any such
+    recomputation runs (in any thread) and put back when the last one ends."""
+    global _limit_before
+    if needed <= sys.getrecursionlimit():
+        yield
+        return
+    with _limit_lock:
+        if not _limit_requests:
+            _limit_before = sys.getrecursionlimit()
+        _limit_requests.append(needed)
+        sys.setrecursionlimit(max(_limit_before, *_limit_requests))
     try:
         yield
     finally:
-        if extra > 0:
-            sys.setrecursionlimit(limit)
+        with _limit_lock:
+            _limit_requests.remove(needed)
+            sys.setrecursionlimit(max([_limit_before, *_limit_requests]))
 
 
 class _NullContext:
