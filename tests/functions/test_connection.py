@@ -244,15 +244,17 @@ def _transient_bytes(run):
 UFUNC_BUFFERS = 3 * 8192 * 8
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("chunk_bytes", [None, 200_000])
-def test_conv_transient_memory_is_bounded_by_the_output(chunk_bytes):
+def test_conv_transient_memory_is_bounded_by_the_output(chunk_bytes, stride):
     """Forward, grad-x and grad-W each allocate at most about one output (or the configured
     chunk) besides their result, where one full im2col matrix was 9 outputs.  Row blocks
-    (the 200 kB case) add the block's y rows, 1/9 of its columns here."""
+    (stride 1, 200 kB) add the block's y rows, 1/9 of its columns here.  Stride 2 takes the
+    scatter path for grad-x."""
     rng = np.random.default_rng(8)
     x, W = rng.standard_normal((16, 8, 32, 32)), rng.standard_normal((8, 8, 3, 3))
-    gy = rng.standard_normal((16, 8, 32, 32))
-    win = Window.make(3, 1, 1)
+    win = Window.make(3, stride, 1)
+    gy = rng.standard_normal((16, 8) + win.out_size(32, 32))
     chunk = gy.nbytes if chunk_bytes is None else chunk_bytes
     bound = chunk + chunk // 9 + UFUNC_BUFFERS + 8192
     assert 9 * gy.nbytes == old_im2col(x, win).reshape(16, -1).nbytes
