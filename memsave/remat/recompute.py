@@ -104,6 +104,7 @@ class _Slot:
         # The op holding this placeholder was released: backward no longer needs the slot.
         if self.index is not None:
             self.owner.alive.discard(self.index)
+            self.owner.filled.pop(self.index, None)
 
 
 class _OpRecord:
@@ -376,10 +377,11 @@ class RecomputeNode:
         return self._inputs[key][0].get(self.label, _argument_name(key))
 
     def take(self, index: int) -> Any:
-        """Hand slot ``index`` to backward, recomputing first if it is not filled."""
+        """Hand slot ``index`` to backward, recomputing first if it is not filled.  The array
+        stays until its placeholder goes (a nested checkpoint may read its input twice)."""
         if index not in self.filled:
             self.recompute()
-        return self.filled.pop(index)
+        return self.filled[index]
 
     def _fresh_arguments(self) -> tuple[tuple, dict]:
         args, kwargs = list(self._args), dict(self._kwargs)
