@@ -35,7 +35,8 @@ __all__ = [
     "Variable", "Parameter", "VariableNode", "FunctionNode", "as_variable",
     "backward", "grad", "saved_array_hooks",
     "config", "using_config", "no_grad", "enable_grad", "is_grad_enabled",
-    "CheckpointError", "InPlaceError", "ShapeError", "DTypeError", "StateDictError", "UselessCheckpointWarning",
+    "CheckpointError", "InPlaceError", "ShapeError", "DTypeError", "StateDictError",
+    "UselessCheckpointWarning",
     "gradcheck", "gradgradcheck", "numerical_grad",
     "backend", "functions", "memory", "nn", "optim", "planner", "random", "testing", "__version__",
 ]
