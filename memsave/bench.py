@@ -169,7 +169,7 @@ def step(workload: Workload, strategy: str) -> None:
             for layer in layers:
                 h = layer(h)
     elif kind == "policy":
-        h = ms.checkpoint_sequential(layers, h, segments="sqrt", policy=SEGMENT_POLICIES[arg])
+        h = ms.checkpoint_sequential(layers, h, segments="sqrt", policy=SEGMENT_POLICIES[str(arg)])
     else:
         h = ms.checkpoint_sequential(layers, h, segments=arg)
     loss = (h * h).sum() * (1.0 / h.size)
