@@ -25,7 +25,6 @@ import memsave as ms
 import memsave.functions as F
 
 MAX_DEPTH = 4
-MAX_ELEMENTS = 36
 FLOAT64_TOL = 1e-10
 FLOAT32_TOL = 1e-6
 
@@ -41,6 +40,8 @@ class Op(NamedTuple):
 
 @dataclass
 class Parts:
+    """What a program's ops made when built: Parameters and BatchNorm modules."""
+
     params: list[ms.Parameter] = field(default_factory=list)
     batchnorms: list[ms.nn.BatchNorm] = field(default_factory=list)
 
@@ -330,6 +331,7 @@ def trees(draw: Any, n_steps: int, kinds: Sequence[str] = KINDS, max_depth: int 
 
 
 def depth(tree: Sequence) -> int:
+    """How deeply the blocks of ``tree`` nest (0: no checkpoint)."""
     return max((1 + depth(item.items) for item in tree if isinstance(item, Block)), default=0)
 
 
@@ -479,6 +481,8 @@ def run_step(program: Program, checkpointed: bool, second_order: bool = False, s
     xs = make_inputs(arrays) if make_inputs is not None else [ms.Variable(a) for a in arrays]
     keep: list | None = [] if keep_intermediates else None
     outs = execute(program, xs, fns, checkpointed, keep)
+    # Copied now: an output may be a view of an input that after_forward writes into.
+    out_arrays = [y.array.copy() for y in outs]
     if after_forward is not None:
         after_forward(xs + parts.params)
     rng = np.random.default_rng(program.seed + 2)
@@ -498,7 +502,7 @@ def run_step(program: Program, checkpointed: bool, second_order: bool = False, s
         first_arrays = [None if w.grad is None else w.grad.copy() for w in wrt]
     rng_after = ((float(ms.random.get_generator().random()), float(np.random.random()))
                  if seed_rng else ())
-    return Step(outputs=[y.array.copy() for y in outs], firsts=first_arrays, seconds=seconds,
+    return Step(outputs=out_arrays, firsts=first_arrays, seconds=seconds,
                 running_stats=[s.copy() for bn in parts.batchnorms
                                for s in (bn.running_mean, bn.running_var)],
                 rng_after=rng_after,
