@@ -24,7 +24,8 @@ def user_frame(skip: int = 1) -> tuple[FrameType | None, int]:
     >>> level >= 1
     True
     """
-    frame, level = sys._getframe(skip), skip
+    frame: FrameType | None = sys._getframe(skip)
+    level = skip
     while frame is not None and _internal(frame):
         frame, level = frame.f_back, level + 1
     return frame, level

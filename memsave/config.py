@@ -93,4 +93,4 @@ def is_grad_enabled() -> bool:
     >>> is_grad_enabled()
     True
     """
-    return _VARS["enable_backprop"].get()
+    return bool(_VARS["enable_backprop"].get())

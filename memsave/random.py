@@ -214,7 +214,7 @@ def replaying(tape: list) -> Iterator[None]:
         _replay.reset(token)
 
 
-def numpy_global_state() -> tuple:
+def numpy_global_state() -> Any:
     """NumPy's global RNG state (``np.random.get_state()``), to tell later whether it moved.
 
     >>> numpy_global_moved(numpy_global_state())
@@ -223,13 +223,13 @@ def numpy_global_state() -> tuple:
     return np.random.get_state()
 
 
-def numpy_global_moved(before: tuple) -> bool:
+def numpy_global_moved(before: Any) -> bool:
     """Whether NumPy's global RNG drew since ``before`` was taken.
 
     >>> s = numpy_global_state(); _ = np.random.rand(); numpy_global_moved(s)
     True
     """
-    now = np.random.get_state()
+    now: Any = np.random.get_state()
     return now[2] != before[2] or now[3:] != before[3:] or not np.array_equal(now[1], before[1])
 
 

@@ -308,7 +308,7 @@ class Stored:
         if kind == "OFFLOAD":
             self.data = backend.to_cpu(array) if self.device is not numpy else array
         elif kind == "COMPRESS" and array.dtype.kind == "f":
-            self.data, self.scale = _compressed(array, decision.dtype)
+            self.data, self.scale = _compressed(array, decision.dtype or "int8")
         else:
             self.data = array
 

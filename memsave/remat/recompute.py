@@ -298,6 +298,7 @@ class RecomputeNode:
         for record in self._ops or ():
             if isinstance(record.op, policies.Name) or not record.outputs:
                 continue
+            assert self.policy is not None      # ops are logged only under a policy
             decisions = [policies.decide(self.policy, policies.OpOutput(
                 record.op, j, y, self._names.get(id(y)))) for j, y in enumerate(record.outputs)]
             if all(d != policies.RECOMPUTE for d in decisions):
@@ -348,7 +349,7 @@ class RecomputeNode:
                 return packed.array
             if packed.stored is not None:
                 return packed.stored.get()
-            return packed.owner.take(packed.index)
+            return packed.owner.take(packed.index)  # type: ignore[arg-type]
         if isinstance(packed, _Kept):
             return packed.array
         if isinstance(packed, _Input):
@@ -515,7 +516,8 @@ def _save_kind(array: Any, op: Any, record: _OpRecord, slot: _Slot) -> tuple[str
 
 
 def _stack_depth() -> int:
-    depth, frame = 0, sys._getframe(1)
+    depth = 0
+    frame: Any = sys._getframe(1)
     while frame is not None:
         depth, frame = depth + 1, frame.f_back
     return depth
