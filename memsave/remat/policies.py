@@ -11,8 +11,8 @@ it is, the array (``shape``, ``dtype``, ``nbytes``) and the name given with
   MUST_SAVE): the kept output stands in for it.
 - ``OFFLOAD``: keep a copy in host memory (GPU arrays; on the CPU it is SAVE), brought back
   to the device when backward needs it.
-- ``COMPRESS(s)``: keep a compressed copy, ``"float16"`` (relative error at most 2**-11 per
-  element; arrays beyond float16's range are kept as they are) or ``"int8"`` (one scale per
+- ``COMPRESS(s)``: keep a compressed copy, ``"float16"`` (scaled by max|x|, then rounded:
+  error at most |x| * 2**-11 + max|x| * 2**-25 per element) or ``"int8"`` (one scale per
   array, absolute error at most max|x| / 254).  Gradients computed from it are approximate,
   within those bounds propagated through the backward pass.
 
@@ -333,12 +333,12 @@ def _compressed(array: Any, dtype: str) -> tuple[Any, float | None]:
     if array.size == 0:
         return array, None
     peak = float(xp.abs(array).max())
-    if dtype == "float16":
-        if not numpy.isfinite(peak) or peak > float(numpy.finfo(numpy.float16).max):
-            return array, None                       # out of float16's range: keep as is
-        return array.astype(numpy.float16), None
     if not numpy.isfinite(peak) or peak == 0.0:
-        return array, None
+        return array, None                           # nothing to scale by: keep as is
+    if dtype == "float16":
+        # Scaled so the largest element is 1: tiny activations (deep nets decay to 1e-15)
+        # keep float16's relative precision instead of flushing to zero.
+        return (array / array.dtype.type(peak)).astype(numpy.float16), peak
     scale = peak / 127.0
     return xp.rint(array / array.dtype.type(scale)).astype(numpy.int8), scale
 
