@@ -13,6 +13,7 @@ from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
 from memsave import backend, functions, memory, random  # noqa: F401,E402
 from memsave import nn, optim, testing  # noqa: F401,E402
 from memsave.remat.decorator import checkpointed
+from memsave.remat.auto import auto_checkpoint
 from memsave.remat import planner, policies
 from memsave.remat.policies import checkpoint_name, saved_arrays
 from memsave.remat.forget import forget
@@ -30,7 +31,7 @@ from memsave.gradcheck import gradcheck, gradgradcheck, numerical_grad
 __version__ = "0.1.0"
 
 __all__ = [
-    "checkpoint", "checkpointed", "forget", "checkpoint_sequential", "checkpointing",
+    "checkpoint", "checkpointed", "auto_checkpoint", "forget", "checkpoint_sequential", "checkpointing",
     "policies", "checkpoint_name", "saved_arrays",
     "Variable", "Parameter", "VariableNode", "FunctionNode", "as_variable",
     "backward", "grad", "saved_array_hooks",

@@ -1,0 +1,322 @@
+"""auto_checkpoint: pick which submodules of a model to checkpoint to meet a memory budget.
+
+One dry forward pass profiles every submodule: the bytes its ops save for backward, its
+inputs and its forward time.  Checkpointing submodule m frees what only m's ops save
+(beyond m's inputs) and costs one extra forward of m plus keeping m's inputs; so
+
+    saved(m) = bytes(inside(m) - outside(m) - inputs(m)) - bytes(inputs(m) - inside(m) - outside(m))
+
+where inside(m) / outside(m) are the buffers saved by ops running inside / outside m.
+Parameters and the model's input are alive anyway and never counted.  Savings of
+submodules that do not contain one another add up (an array saved by two of them counts
+for neither: an underestimate, so the plan stays within the budget).
+
+The choice is an exact 0/1 knapsack over the module tree: among sets of submodules none
+of which contains another, the least total forward time whose savings reach
+``plain - budget``.  A dynamic program over savings counted in units: the greatest common
+divisor of the savings and the bytes needed, which makes it exact, whenever that gives at
+most ``resolution`` units (array sizes are usually multiples of large powers of two);
+otherwise units of 1/``resolution`` of the bytes needed, each saving rounded *down* (a plan
+found always fits; it may take a little more time than the optimum).  If rounding hides
+every feasible plan, the set saving the most is taken.
+
+>>> import numpy as np, memsave as ms
+>>> net = ms.nn.Sequential(ms.nn.Linear(64, 64), ms.functions.tanh, ms.nn.Linear(64, 64))
+>>> plan = auto_checkpoint(net, np.ones((32, 64), dtype=np.float32), budget=1.0)
+>>> plan.chosen, plan.predicted_bytes == plan.plain_bytes
+((), True)
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from memsave import backend, random
+from memsave.config import using_config
+from memsave.core import hooks
+from memsave.core.variable import Variable
+from memsave.remat.decorator import checkpointed
+from memsave.remat.planner import parse_bytes
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A submodule that may be checkpointed: its dotted ``name``, the bytes checkpointing it
+    frees (``saved``), the forward seconds it adds (``time``) and the bytes its backward
+    recomputes (``inside``: its transient workspace when checkpointed)."""
+
+    name: str
+    saved: int
+    time: float
+    inside: int = 0
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    """What :func:`auto_checkpoint` chose: ``chosen`` candidates, the plain run's activation
+    bytes (saved for backward), the predicted bytes with the plan, and the budget in bytes.
+
+    >>> print(AutoPlan((Candidate("0", 3 * MiB, 0.01),), 8 * MiB, 5 * MiB, 6 * MiB))
+    submodule                        saved MiB  time added ms
+    0                                    3.000         10.000
+    activations: plain 8.000 MiB, planned 5.000 MiB, budget 6.000 MiB; 10.000 ms added per step
+    """
+
+    chosen: tuple[Candidate, ...]
+    plain_bytes: int
+    predicted_bytes: int
+    budget: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the checkpointed submodules."""
+        return tuple(c.name for c in self.chosen)
+
+    @property
+    def time_added(self) -> float:
+        """Predicted seconds of recomputation per step."""
+        return sum(c.time for c in self.chosen)
+
+    def __str__(self) -> str:
+        lines = [f"{'submodule':<30} {'saved MiB':>11} {'time added ms':>14}"]
+        lines += [f"{c.name:<30} {c.saved / MiB:11.3f} {c.time * 1e3:14.3f}" for c in self.chosen]
+        lines.append(f"activations: plain {self.plain_bytes / MiB:.3f} MiB, planned "
+                     f"{self.predicted_bytes / MiB:.3f} MiB, budget {self.budget / MiB:.3f} MiB; "
+                     f"{self.time_added * 1e3:.3f} ms added per step")
+        return "\n".join(lines)
+
+
+# ----- profiling ---------------------------------------------------------------------------
+
+def _owners(values: Sequence[Any]) -> dict[int, Any]:
+    arrays = [v.array if isinstance(v, Variable) else v for v in values]
+    return {id(o): o for o in (backend.memory_owner(a) for a in arrays if backend.is_array(a))}
+
+
+def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
+    """Run ``module(*args)`` once, taped, and return every submodule as a :class:`Candidate`
+    (not-called ones left out) and the plain run's activation bytes.  The RNG state is
+    restored and modules see ``config.in_recompute`` (BatchNorm keeps its statistics).
+
+    >>> import numpy as np, memsave as ms
+    >>> net = ms.nn.Sequential(ms.nn.Linear(4, 4), ms.functions.tanh)
+    >>> candidates, plain = profile_modules(net, np.ones((2, 4), dtype=np.float32))
+    >>> [(c.name, c.saved) for c in candidates], plain
+    ([('0', 0)], 32)
+    """
+    named = [(name, m) for name, m in module.named_modules() if name]
+    leaves = _owners([p for p in module.parameters()] + list(args))
+    stack: list[str] = []
+    saves: dict[int, tuple[Any, list[frozenset[str]]]] = {}  # owner id -> (owner, active sets)
+    inputs: dict[str, dict[int, Any]] = {name: {} for name, _ in named}
+    seconds: dict[str, float] = {}
+
+    def instrument(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*a: Any, **kw: Any) -> Any:
+            inputs[name].update(_owners([*a, *kw.values()]))
+            stack.append(name)
+            start = time.perf_counter()
+            try:
+                return forward(*a, **kw)
+            finally:
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+                stack.pop()
+        return run
+
+    def record(array: Any, op: Any) -> Any:
+        owner = backend.memory_owner(array)
+        if id(owner) not in leaves:
+            saves.setdefault(id(owner), (owner, []))[1].append(frozenset(stack))
+        return array
+
+    for name, m in named:
+        object.__setattr__(m, "forward", instrument(name, m.forward))
+    state = random.get_state()
+    try:
+        with using_config("in_recompute", True), hooks.saved_array_hooks(record, lambda a: a):
+            module(*args)
+    finally:
+        random.set_state(state)
+        for _, m in named:
+            del m.__dict__["forward"]
+    plain = sum(owner.nbytes for owner, _ in saves.values())
+    candidates = []
+    for name, _ in named:
+        if name not in seconds:
+            continue
+        inside = {k: o for k, (o, sets) in saves.items() if any(name in s for s in sets)}
+        only = {k: o for k, o in inside.items() if all(name in s for s in saves[k][1])}
+        freed = sum(o.nbytes for k, o in only.items() if k not in inputs[name])
+        kept = sum(o.nbytes for k, o in inputs[name].items()
+                   if k not in leaves and k not in inside and k not in saves)
+        candidates.append(Candidate(name, freed - kept, seconds[name],
+                                    sum(o.nbytes for o in inside.values())))
+    return candidates, plain
+
+
+# ----- the knapsack over the module tree ---------------------------------------------------
+
+def _contains(outer: str, inner: str) -> bool:
+    return inner.startswith(outer + ".")
+
+
+def _merge(f: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``h[k] = min over i of f[i] + g[k - i]``, and the i used.  Entries are "the least
+    time to save at least k units", so f and g are non-decreasing and the last entry,
+    "at least top units", needs no more than ``g[top - i]``."""
+    top = len(f) - 1
+    h, pick = np.full(top + 1, np.inf), np.zeros(top + 1, dtype=np.int64)
+    for i in np.flatnonzero(np.isfinite(f)):
+        here = f[i] + g[:top - i + 1]  # entries i .. top
+        better = here < h[i:]
+        h[i:][better], pick[i:][better] = here[better], i
+    return h, pick
+
+
+def choose(candidates: Sequence[Candidate], need: int, resolution: int = 1000) -> tuple[Candidate, ...]:
+    """The least-time set of candidates, none containing another (by dotted name), whose
+    savings reach ``need`` bytes; ValueError if none does.  See the module docstring for
+    exactness (savings counted in units, rounded down).
+
+    >>> cs = [Candidate("a", 9, 3.0), Candidate("a.x", 4, 1.0), Candidate("a.y", 3, 1.0)]
+    >>> [c.name for c in choose(cs, 5)], [c.name for c in choose(cs, 8)]
+    (['a.x', 'a.y'], ['a'])
+    """
+    useful = [c for c in candidates if c.saved > 0]
+    if need <= 0:
+        return ()
+    best = _most_saving(useful)
+    if sum(c.saved for c in best) < need:
+        raise ValueError(f"no set of submodules saves {need} bytes: the most is "
+                         f"{sum(c.saved for c in best)}")
+    unit = math.gcd(need, *(c.saved for c in useful))  # exact when few units
+    if -(-need // unit) > resolution:
+        unit = -(-need // resolution)
+    top = -(-need // unit)
+    children: dict[str | None, list[Candidate]] = {}
+    for c in useful:
+        parents = [p for p in useful if _contains(p.name, c.name)]
+        parent = max(parents, key=lambda p: len(p.name)).name if parents else None
+        children.setdefault(parent, []).append(c)
+
+    def solve(name: str | None) -> tuple[np.ndarray, Callable[[int], list[Candidate]]]:
+        f = np.full(top + 1, np.inf)
+        f[0] = 0.0
+        steps = []
+        for child in children.get(name, []):
+            g, rebuild = solve(child.name)
+            f, pick = _merge(f, g)
+            steps.append((pick, rebuild))
+        node = next((c for c in useful if c.name == name), None)
+        take = np.zeros(top + 1, dtype=bool)
+        if node is not None:
+            take[:min(top, node.saved // unit) + 1] = node.time < f[:min(top, node.saved // unit) + 1]
+            f = np.where(take, node.time, f)
+
+        def rebuild_here(k: int) -> list[Candidate]:
+            if node is not None and take[k]:
+                return [node]
+            chosen = []
+            for pick, rebuild in reversed(steps):
+                i = int(pick[k])
+                chosen += rebuild(k - i)
+                k = i
+            return chosen
+        return f, rebuild_here
+
+    f, rebuild = solve(None)
+    if not np.isfinite(f[top]):
+        return best
+    return tuple(sorted(rebuild(top), key=lambda c: c.name))
+
+
+def _most_saving(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+    """The non-nested set of candidates with the largest total saving (exact, over the tree)."""
+    def best_under(name: str | None) -> list[Candidate]:
+        kids = [c for c in candidates if (name is None or _contains(name, c.name))
+                and not any(_contains(p.name, c.name) and (name is None or _contains(name, p.name))
+                            for p in candidates)]
+        return [c for kid in kids for c in max(([kid], best_under(kid.name)),
+                                               key=lambda s: sum(x.saved for x in s))]
+    return tuple(best_under(None))
+
+
+# ----- the entry point ---------------------------------------------------------------------
+
+def resolve_budget(budget: int | str | float, plain: int) -> int:
+    """Bytes from ``budget``: an int of bytes, a string such as ``"300MiB"``, or a float in
+    (0, 1], a fraction of the plain run's activation bytes ``plain``.
+
+    >>> resolve_budget(0.5, 1000), resolve_budget("1KiB", 1000), resolve_budget(10, 1000)
+    (500, 1024, 10)
+    """
+    if isinstance(budget, float):
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"a fractional budget must be in (0, 1] (a share of the plain "
+                             f"run's {plain} activation bytes), got {budget}; give bytes as an "
+                             "int or a string like '300MiB'")
+        return int(budget * plain)
+    return parse_bytes(budget)
+
+
+def _replace(root: Any, name: str, new: Any) -> None:
+    """Put ``new`` where the submodule ``name`` (dotted) of ``root`` is."""
+    from memsave.nn import Sequential
+
+    *path, last = name.split(".")
+    parent = root
+    for part in path:
+        parent = getattr(parent, part)
+    if isinstance(parent, Sequential):
+        parent._layers[int(last)] = new
+    setattr(parent, last, new)
+
+
+def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
+                    resolution: int = 1000) -> AutoPlan:
+    """Checkpoint, in place, the submodules of ``module`` that bring the activation bytes
+    of ``module(*args)`` within ``budget`` with the least added recomputation time.
+
+    ``budget``: bytes (int), a string like ``"300MiB"``, or a float in (0, 1]: a fraction
+    of the plain run's activation bytes.  One dry forward pass on ``args`` profiles every
+    submodule (:func:`profile_modules`); :func:`choose` picks a non-nested set; each chosen
+    submodule is replaced on its parent by ``memsave.checkpointed(submodule)``.  Returns the
+    :class:`AutoPlan` (print it).  A budget below what checkpointing can reach raises
+    ValueError stating the least achievable bytes.  The budget covers activations kept for
+    backward; a step's peak adds gradients and one checkpointed submodule's recomputation.
+
+    >>> import numpy as np, memsave as ms, memsave.functions as F
+    >>> def block():
+    ...     return ms.nn.Sequential(ms.nn.Linear(64, 64), F.tanh, ms.nn.Linear(64, 64), F.tanh)
+    >>> net = ms.nn.Sequential(*[block() for _ in range(4)])
+    >>> plan = auto_checkpoint(net, np.ones((256, 64), dtype=np.float32), budget=0.5)
+    >>> len(plan.names), "3" in plan.names, plan.predicted_bytes <= plan.budget  # 3 saves most
+    (3, True, True)
+    """
+    candidates, plain = profile_modules(module, *args)
+    nbytes = resolve_budget(budget, plain)
+    need = plain - nbytes
+    try:
+        chosen = choose(candidates, need, resolution)
+    except ValueError:
+        least = plain - sum(c.saved for c in _most_saving([c for c in candidates if c.saved > 0]))
+        raise ValueError(f"budget {nbytes} bytes is below the least activation memory "
+                         f"checkpointing submodules of {type(module).__name__} reaches: {least} "
+                         f"bytes (plain: {plain}). Raise the budget to at least {least} bytes, or "
+                         "split the model into smaller submodules.") from None
+    for c in chosen:
+        _replace(module, c.name, checkpointed(_lookup(module, c.name)))
+    return AutoPlan(chosen, plain, plain - sum(c.saved for c in chosen), nbytes)
+
+
+def _lookup(root: Any, name: str) -> Any:
+    for part in name.split("."):
+        root = getattr(root, part)
+    return root

@@ -1,0 +1,195 @@
+"""memsave.auto_checkpoint: the knapsack against brute force, plans on the bench transformer
+and CNN (measured activation memory within the budget, gradients equal to plain), budgets."""
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+import memsave as ms
+from memsave import bench, nn
+from memsave.memory import measure
+from memsave.remat.auto import Candidate, choose, profile_modules
+
+
+class Residual(nn.Module):
+    """``h + block(h)`` as a module: the bench CNN's layer, with its block as a child."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, h):
+        return h + self.block(h)
+
+
+SIZES = {"transformer": dict(depth=3, width=32, batch=8, seq=64),
+         "cnn": dict(depth=3, width=4, batch=8, seq=32)}
+
+
+def _model(name, dtype=np.float32):
+    """The bench workload as one module (same blocks, same input), in ``dtype``."""
+    workload = bench.make_workload(name, **SIZES[name])
+    blocks = ([Residual(layer.__closure__[0].cell_contents) for layer in workload.layers]
+              if name == "cnn" else list(workload.layers))
+    net = nn.Sequential(*blocks)
+    net._move(lambda a: a.astype(dtype))
+    return net, ms.Variable(workload.x.array.astype(dtype))
+
+
+def _step(net, x):
+    for p in net.parameters():
+        p.cleargrad()
+    h = net(x)
+    loss = (h * h).sum() * (1.0 / h.size)
+    del h
+    loss.backward()
+    return {name: p.grad.copy() for name, p in net.named_parameters()}
+
+
+def _kept_after_forward(net, x):
+    with measure() as m:
+        h = net(x)
+    del h
+    return m.current
+
+
+# ----- the knapsack ------------------------------------------------------------------------
+
+def _brute_force(candidates, need):
+    best = None
+    for size in range(len(candidates) + 1):
+        for subset in itertools.combinations(candidates, size):
+            names = [c.name for c in subset]
+            if any(b.startswith(a + ".") for a in names for b in names):
+                continue
+            if sum(c.saved for c in subset) >= need:
+                time = sum(c.time for c in subset)
+                best = time if best is None else min(best, time)
+    return best
+
+
+def _random_tree(rng):
+    names, frontier = [], [""]
+    while frontier and len(names) < 9:
+        parent = frontier.pop(0)
+        for k in range(int(rng.integers(1, 4))):
+            name = f"{parent}.{k}" if parent else str(k)
+            names.append(name)
+            frontier.append(name)
+    return [Candidate(n, int(rng.integers(-2, 12)) * 64, float(rng.integers(1, 20)))
+            for n in names[:9]]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_knapsack_matches_brute_force_on_small_trees(seed):
+    rng = np.random.default_rng(seed)
+    candidates = _random_tree(rng)
+    for need in range(64, 64 * 40, 64 * 3):
+        expected = _brute_force(candidates, need)
+        if expected is None:
+            with pytest.raises(ValueError, match="no set of submodules saves"):
+                choose(candidates, need)
+            continue
+        chosen = choose(candidates, need)
+        names = [c.name for c in chosen]
+        assert not any(b.startswith(a + ".") for a in names for b in names)
+        assert sum(c.saved for c in chosen) >= need
+        assert sum(c.time for c in chosen) == pytest.approx(expected)
+
+
+def test_knapsack_with_coarse_units_still_fits():
+    rng = np.random.default_rng(0)
+    candidates = [Candidate(str(i), int(rng.integers(1, 10_000)), float(rng.integers(1, 9)))
+                  for i in range(12)]
+    need = sum(c.saved for c in candidates) // 2
+    chosen = choose(candidates, need, resolution=10)
+    assert sum(c.saved for c in chosen) >= need
+
+
+# ----- plans on the bench workloads --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["transformer", "cnn"])
+@pytest.mark.parametrize("fraction", [0.5, 0.25])
+def test_plan_fits_the_budget_and_gradients_equal_plain(name, fraction):
+    net, x = _model(name, np.float64)
+    plain_grads = _step(net, x)
+    plain_kept = _kept_after_forward(net, x)
+    plan = ms.auto_checkpoint(net, x, budget=fraction)
+    assert plan.chosen, "a budget below plain must checkpoint something"
+    assert plan.predicted_bytes <= plan.budget == int(fraction * plan.plain_bytes)
+    for c in plan.chosen:
+        module = net
+        for part in c.name.split("."):
+            module = getattr(module, part)
+        assert repr(module).startswith("checkpointed(")
+    grads = _step(net, x)
+    for key, value in plain_grads.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-12, atol=1e-14)
+    # activation memory after forward: the plain run's non-activation part (output) plus the
+    # planned activations, within a little overhead (RNG states, checkpoint bookkeeping)
+    kept = _kept_after_forward(net, x)
+    overhead = plain_kept - plan.plain_bytes
+    assert kept - overhead <= plan.budget * 1.05 + 16 * 1024, (kept, overhead, plan)
+
+
+@pytest.mark.parametrize("name", ["transformer", "cnn"])
+def test_step_peak_within_budget_plus_one_block(name):
+    net, x = _model(name)
+    _step(net, x)
+    with measure() as plain:
+        _step(net, x)
+    plan = ms.auto_checkpoint(net, x, budget=0.25)
+    _step(net, x)
+    with measure() as auto:
+        _step(net, x)
+    workspace = max(c.inside for c in plan.chosen)
+    assert auto.peak <= plan.budget + (plain.peak - plan.plain_bytes) + workspace
+    assert auto.peak < plain.peak
+
+
+def test_bigger_budget_never_adds_recompute_time_for_fixed_costs():
+    net, x = _model("cnn")
+    candidates, plain = profile_modules(net, x)
+    previous = None
+    for need in sorted({plain - b for b in range(0, plain, max(1, plain // 20))}, reverse=True):
+        try:
+            time = sum(c.time for c in choose(candidates, need))
+        except ValueError:
+            continue
+        assert previous is None or time <= previous + 1e-12
+        previous = time
+
+
+def test_infeasible_budget_states_the_least_achievable_bytes():
+    net, x = _model("transformer")
+    with pytest.raises(ValueError, match=r"below the least activation memory .* reaches: \d+ bytes"):
+        ms.auto_checkpoint(net, x, budget=1000)
+
+
+@pytest.mark.parametrize("budget,message", [(0.0, r"must be in \(0, 1\]"), (1.5, r"must be in \(0, 1\]"),
+                                            ("lots", "is not a size")])
+def test_bad_budgets_are_rejected(budget, message):
+    net, x = _model("cnn")
+    with pytest.raises(ValueError, match=message):
+        ms.auto_checkpoint(net, x, budget=budget)
+
+
+def test_budget_in_bytes_and_strings():
+    net, x = _model("cnn")
+    candidates, plain = profile_modules(net, x)
+    plan = ms.auto_checkpoint(net, x, budget=f"{plain // 2}B")
+    assert plan.budget == plain // 2 and plan.predicted_bytes <= plain // 2
+    text = str(plan)
+    assert "submodule" in text and all(c.name in text for c in plan.chosen)
+
+
+def test_profile_leaves_module_unchanged_and_batchnorm_statistics_alone():
+    net, x = _model("cnn")
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        profile_modules(net, x)
+    after = net.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert all("forward" not in m.__dict__ for _, m in net.named_modules())
