@@ -54,6 +54,7 @@ class Workload:
     parameters: list[ms.Parameter]
     settings: dict[str, int] = field(default_factory=dict)
     forwards: int = 0
+    schedules: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def counted(self) -> list[Callable[[Any], Any]]:
         """The layers, each counting its executions in ``self.forwards``."""
@@ -114,7 +115,7 @@ def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq
                     settings)
 
 
-def parse_strategy(strategy: str) -> tuple[str, int | str | None]:
+def parse_strategy(strategy: str) -> tuple[str, int | float | str | None]:
     """Split ``segments=K`` and ``policy=P`` into their parts; check the name.
 
     ``policy=dots|everything|nothing|offload`` runs sqrt segments under that checkpoint
@@ -123,6 +124,8 @@ def parse_strategy(strategy: str) -> tuple[str, int | str | None]:
 
     >>> parse_strategy("segments=4"), parse_strategy("sqrt"), parse_strategy("policy=dots")
     (('segments', 4), ('sqrt', 'sqrt'), ('policy', 'dots'))
+    >>> parse_strategy("budget=300MiB"), parse_strategy("budget=0.5")
+    (('budget', 314572800), ('budget', 0.5))
     >>> parse_strategy("segments=abc")
     Traceback (most recent call last):
     ...
@@ -143,11 +146,19 @@ def parse_strategy(strategy: str) -> tuple[str, int | str | None]:
             raise ValueError(f"policy=P needs P in {', '.join([*SEGMENT_POLICIES, *COMPRESSIONS])}"
                              f", got {name!r}")
         return "policy", name
+    if strategy.startswith("budget="):
+        text = strategy.split("=", 1)[1]
+        if "." in text and text.replace(".", "", 1).isdigit():
+            if not 0.0 < float(text) <= 1.0:
+                raise ValueError(f"budget=F needs a fraction F in (0, 1] of the plain run's "
+                                 f"predicted peak, or bytes such as budget=300MiB; got {text!r}")
+            return "budget", float(text)
+        return "budget", ms.planner.parse_bytes(text)
     if strategy in ("none", "each"):
         return strategy, None
     if strategy == "sqrt":
         return "sqrt", "sqrt"
-    raise ValueError(f"unknown strategy {strategy!r}; use none, each, sqrt, segments=K or "
+    raise ValueError(f"unknown strategy {strategy!r}; use none, each, sqrt, segments=K, budget=B or "
                      f"policy=P (P: {', '.join([*SEGMENT_POLICIES, *COMPRESSIONS])})")
 
 
@@ -170,10 +181,33 @@ def step(workload: Workload, strategy: str) -> None:
                 h = layer(h)
     elif kind == "policy":
         h = ms.checkpoint_sequential(layers, h, segments="sqrt", policy=SEGMENT_POLICIES[str(arg)])
+    elif kind == "budget":
+        h = ms.checkpoint_sequential(layers, h, schedule=planned(workload, strategy))
     else:
+        assert not isinstance(arg, float)  # only budget=F parses to a float
         h = ms.checkpoint_sequential(layers, h, segments=arg)
     loss = (h * h).sum() * (1.0 / h.size)
     loss.backward()
+
+
+def planned(workload: Workload, strategy: str) -> ms.planner.Schedule:
+    """The planner's schedule for a ``budget=B`` strategy: the chain is profiled and solved
+    once per workload and strategy (so timed steps do not include planning).  A fraction B
+    is of the plain run's predicted peak.
+
+    >>> w = make_workload("mlp", depth=4, width=8, batch=4)
+    >>> planned(w, "budget=1.0").extra_forwards, planned(w, "budget=1.0") is planned(w, "budget=1.0")
+    (0, True)
+    """
+    if strategy not in workload.schedules:
+        kind, budget = parse_strategy(strategy)
+        if kind != "budget" or not isinstance(budget, (int, float)):
+            raise ValueError(f"planned() needs a budget=B strategy, got {strategy!r}")
+        chain = ms.planner.profile(workload.layers, workload.x)
+        if isinstance(budget, float):
+            budget = int(budget * ms.planner.simulate(tuple(range(chain.n_layers)), chain)[1])
+        workload.schedules[strategy] = ms.planner.solve(chain, budget)
+    return workload.schedules[strategy]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Command line: ``memsave --version``, ``memsave demo``, ``memsave bench``.
+"""Command line: ``memsave --version``, ``memsave demo``, ``memsave bench``, ``memsave plan``.
 
 >>> main(["--version"])  # doctest: +ELLIPSIS
 memsave ...
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import memsave
-from memsave import bench, demo
+from memsave import bench, demo, frontier
 from memsave.demo import FULL, DemoConfig, DemoError
 
 
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     _add_demo_parser(sub)
     _add_bench_parser(sub)
+    _add_plan_parser(sub)
     return parser
 
 
@@ -104,7 +105,9 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
                     "timed steps.")
     parser.add_argument("workload", choices=bench.WORKLOADS, help="mlp is the reference workload W")
     parser.add_argument("--strategies", nargs="+", type=strategy, default=["none", "each", "sqrt"],
-                        help="none, each, sqrt, segments=K, policy=P (P: dots, everything, "
+                        help="none, each, sqrt, segments=K, budget=B (bytes such as 300MiB, or a "
+                             "fraction such as 0.5 of the plain run's predicted peak: the "
+                             "planner's schedule), policy=P (P: dots, everything, "
                              "nothing, offload, int8, fp16) (default: %(default)s)")
     parser.add_argument("--depth", type=size_or_default, default=0,
                         help="layers/blocks (0: the workload's default)")
@@ -123,6 +126,47 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw peak MiB against step ms (needs matplotlib: memsave[bench])")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
+def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "plan", help="the planner's memory/time frontier on a workload, predicted and measured",
+        description="Profile the workload's chain once, solve the rotor DP for each budget, run "
+                    "each schedule with checkpoint_sequential(schedule=...) and report the "
+                    "predicted and measured peak, extra layer forwards (predicted / executed) "
+                    "and step time against the plain run, with sqrt segments for reference.")
+    parser.add_argument("workload", choices=bench.WORKLOADS, help="mlp is the reference workload W")
+    parser.add_argument("--budgets", nargs="+", default=["1.0", "0.5", "sqrt", "min"],
+                        help="bytes ('300MiB'), a fraction in (0, 1] of the plain run's predicted "
+                             "peak ('0.5'), 'min' or 'sqrt' (default: %(default)s)")
+    for name in ("depth", "width", "batch", "seq"):
+        parser.add_argument(f"--{name}", type=size_or_default, default=0,
+                            help=f"{name} (0: the workload's default)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed rounds, interleaved across configurations (default: %(default)s)")
+    parser.add_argument("--seed", type=size_or_default, default=0)
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw peak MiB against time ratio (needs matplotlib: memsave[bench])")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """``memsave plan``: measure the planner's frontier on one workload and print it."""
+    workload = bench.make_workload(args.workload, depth=args.depth, width=args.width,
+                                   batch=args.batch, seq=args.seq, seed=args.seed)
+    print(f"memsave plan {args.workload}: "
+          + ", ".join(f"{k} {v}" for k, v in workload.settings.items() if v)
+          + f"; budgets {' '.join(args.budgets)}; {args.repeats} timed rounds", file=sys.stderr)
+    try:
+        rows, skipped = frontier.frontier(workload, args.budgets, repeats=args.repeats)
+    except ValueError as err:  # a budget that is not a size
+        print(f"memsave plan: error: {err}", file=sys.stderr)
+        return 2
+    print(frontier.format_frontier(rows))
+    for message in skipped:
+        print(f"skipped {message}", file=sys.stderr)
+    if args.plot:
+        frontier.plot_frontier(rows, args.plot, f"memsave plan {args.workload}")
+    return 0
 
 
 def _progress(enabled: bool) -> Callable[[Iterable[Any]], Iterable[Any]]:
@@ -144,8 +188,12 @@ def _bench(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v}" for k, v in workload.settings.items() if v)
           + f"; strategies {' '.join(dict.fromkeys(['none', *args.strategies]))}, each: 1 warm-up "
             f"step, 1 step under tracemalloc, {args.repeats} timed steps", file=sys.stderr)
-    rows = bench.run_benchmark(workload, args.strategies, repeats=args.repeats,
-                               progress=_progress(not args.no_progress))
+    try:
+        rows = bench.run_benchmark(workload, args.strategies, repeats=args.repeats,
+                                   progress=_progress(not args.no_progress))
+    except ValueError as err:  # a budget=B below what any schedule needs
+        print(f"memsave bench: error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(bench.format_json(rows, settings, bench.environment()))
     elif args.csv:
@@ -192,5 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ImportError as err:
                 parser.error(str(err))
         return _bench(args)
+    if args.command == "plan":
+        if args.plot:
+            try:
+                bench.require_matplotlib()
+            except ImportError as err:
+                parser.error(str(err))
+        return _plan(args)
     parser.print_help()
     return 0

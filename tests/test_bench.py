@@ -194,3 +194,34 @@ def test_unknown_policy_strategy_names_the_choices():
     with pytest.raises(ValueError, match="policy=P needs P in dots, everything, nothing, offload, "
                                          "int8, fp16, got 'all'"):
         bench.parse_strategy("policy=all")
+
+
+# ----- budget=B: the planner's schedule --------------------------------------------------------
+
+def test_budget_strategies_parse_bytes_and_fractions():
+    assert bench.parse_strategy("budget=1KiB") == ("budget", 1024)
+    assert bench.parse_strategy("budget=0.25") == ("budget", 0.25)
+    with pytest.raises(ValueError, match=r"budget=F needs a fraction F in \(0, 1\]"):
+        bench.parse_strategy("budget=1.5")
+    with pytest.raises(ValueError, match="is not a size"):
+        bench.parse_strategy("budget=lots")
+
+
+def test_budget_strategy_runs_the_planned_schedule():
+    workload = bench.make_workload("mlp", depth=8, width=64, batch=256)
+    least = memsave.planner.minimum_budget(memsave.planner.profile(workload.layers, workload.x))[0]
+    tight = f"budget={least}"
+    rows = bench.run_benchmark(workload, ["budget=1.0", tight], repeats=1)
+    forwards = {r.strategy: r.layer_forwards for r in rows}
+    assert forwards["budget=1.0"] == 8
+    assert forwards[tight] == 8 + bench.planned(workload, tight).extra_forwards > 8
+    assert rows[2].peak_bytes < rows[0].peak_bytes
+
+
+def test_budget_below_the_minimum_is_an_error_in_the_cli(capsys):
+    from memsave.cli import main
+
+    code = main(["bench", "mlp", "--depth", "4", "--width", "8", "--batch", "4", "--repeats", "1",
+                 "--no-progress", "--strategies", "budget=16"])
+    assert code == 2
+    assert "below the minimum any schedule" in capsys.readouterr().err

@@ -55,3 +55,41 @@ def test_demo_help_states_defaults_and_full(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--full" in out and "well under a minute" in out
     assert "(default: 10; 20 with --full)" in out
+
+
+# ----- memsave plan ------------------------------------------------------------------------------
+
+def test_plan_prints_the_frontier_and_skips_infeasible_budgets(capsys):
+    code = cli.main(["plan", "mlp", "--depth", "6", "--width", "16", "--batch", "32", "--repeats", "1",
+                 "--budgets", "1.0", "min", "64"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("config") and [line.split()[0] for line in lines[1:3]] == ["plain", "sqrt"]
+    rows = {line.split("  ")[0].strip(): line for line in lines[3:]}
+    assert set(rows) == {"budget 1.0", "budget min"}
+    forwards = rows["budget min"].split("/")
+    predicted, executed = forwards[0].split()[-1], forwards[1].split()[0]
+    assert predicted == executed and int(executed) > 0
+    assert "skipped budget 64: budget 64 bytes is below the minimum" in err
+
+
+def test_plan_plot_without_matplotlib_fails_before_running(capsys, monkeypatch, tmp_path):
+    from memsave import frontier
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the frontier must not run when --plot cannot be drawn")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)    # import matplotlib -> ImportError
+    monkeypatch.setattr(frontier, "frontier", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["plan", "mlp", "--plot", str(tmp_path / "f.png")])
+    assert exit_info.value.code == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_plan_plot_writes_a_png(tmp_path):
+    path = tmp_path / "frontier.png"
+    assert cli.main(["plan", "mlp", "--depth", "4", "--width", "8", "--batch", "8", "--repeats", "1",
+                     "--budgets", "min", "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
