@@ -16,7 +16,9 @@ it is, the array (``shape``, ``dtype``, ``nbytes``) and the name given with
   array, absolute error at most max|x| / 254).  Gradients computed from it are approximate,
   within those bounds propagated through the backward pass.
 
-An op with several outputs is kept only when the policy keeps all of them.  ``True``
+An op with several outputs is kept only when the policy keeps all of them.  A policy is
+asked when the op runs; an output tagged later with :func:`checkpoint_name` is asked about
+again, with its name.  ``True``
 and ``False`` are read as SAVE and RECOMPUTE, so JAX-style predicates work too.
 
 >>> import numpy as np, memsave as ms, memsave.functions as F

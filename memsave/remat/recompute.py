@@ -110,13 +110,15 @@ class _Slot:
 class _OpRecord:
     """One op run by the checkpointed function (logged only under a policy)."""
 
-    __slots__ = ("label", "op", "inputs", "outputs", "saves", "stored", "site")
+    __slots__ = ("label", "op", "inputs", "outputs", "refs", "decisions", "saves", "stored", "site")
 
     def __init__(self, op: Any) -> None:
         self.label = op.label
         self.op = op
-        self.inputs: list | None = None
-        self.outputs: tuple = ()
+        self.inputs: list | None = None          # while the op is the current one
+        self.outputs: tuple = ()                 # while current, or for good if kept
+        self.refs: tuple = ()                    # weak references to the outputs
+        self.decisions: list = []
         self.saves: list[tuple[str, Any]] = []   # ("input", i) | ("output", j) | ("const", slot)
         self.stored: list | None = None          # the kept outputs, if the op is not re-run
         self.site: str | None = None
@@ -198,7 +200,7 @@ class RecomputeNode:
         self._pending: list[_Slot] = []             # placeholders, in the order ops saved
         self._ops: list[_OpRecord] | None = [] if policy is not None else None
         self._current: _OpRecord | None = None
-        self._names: dict[int, str] = {}            # id(array) -> checkpoint_name tag
+        self._producers: dict[int, tuple] = {}      # id(output) -> (weakref, op record, index)
         self._want_sites = determinism_check == "checksum" or report
         self._report = report
         self.residuals: list[tuple] = []            # (op, site, array, stored) when report
@@ -256,15 +258,51 @@ class RecomputeNode:
                 self._outside[id(array)] = (weakref.ref(array), stamp(array))
         if self._ops is None:
             return forward()
+        self._settle_current()
         record = _OpRecord(op)
         record.inputs = [v.array for v in inputs]
         record.site = _callsite.user_site() if self._want_sites else None
         self._ops.append(record)
         self._current = record
         record.outputs = forward()
+        record.refs = tuple(weakref.ref(y) for y in record.outputs)
         if isinstance(op, policies.Name):
-            self._names[id(inputs[0].array)] = op.name
+            self._tag(inputs[0].array, op.name)
+        else:
+            self._decide(record, [None] * len(record.outputs))
+            for j, y in enumerate(record.outputs):
+                self._producers[id(y)] = (record.refs[j], record, j)
         return record.outputs
+
+    def _decide(self, record: _OpRecord, names: list) -> None:
+        """Ask the policy about each output; keep them (strongly) only if all are kept."""
+        assert self.policy is not None      # ops are logged only under a policy
+        record.decisions = [policies.decide(self.policy, policies.OpOutput(record.op, j, y, name))
+                            for j, (y, name) in enumerate(zip(record.outputs, names))]
+
+    def _tag(self, array: Any, name: str) -> None:
+        """``checkpoint_name``: ask the policy again about the op that produced ``array``."""
+        entry = self._producers.get(id(array))
+        if entry is None or entry[0]() is not array:
+            return
+        _, record, j = entry
+        outputs = tuple(ref() for ref in record.refs)
+        if any(y is None for y in outputs):
+            return                          # another output of that op is gone: it is re-run
+        record.outputs = outputs
+        names = [None] * len(outputs)
+        names[j] = name
+        self._decide(record, names)
+        if record is not self._current and not _kept(record):
+            record.outputs = ()
+
+    def _settle_current(self) -> None:
+        """The current op is done: drop what only it needed (its inputs; outputs not kept)."""
+        record = self._current
+        if record is not None:
+            record.inputs = None
+            if not _kept(record):
+                record.outputs = ()
 
     def run_forward(self) -> Any:
         """Run ``fn`` once, recording its draws; then resolve what its ops saved."""
@@ -286,7 +324,7 @@ class RecomputeNode:
                     self.numpy_rng = numpy_before
             self._resolve()
         finally:
-            self._pending, self._current, self._names = [], None, {}
+            self._pending, self._current, self._producers = [], None, {}
         if self._ops is not None and all(r.stored is None for r in self._ops):
             self._ops = None                  # every op is re-run: nothing to replay
         return outputs
@@ -296,13 +334,8 @@ class RecomputeNode:
         into a numbered slot, in the order the arrays were saved."""
         kept: dict[int, Any] = {}
         for record in self._ops or ():
-            if isinstance(record.op, policies.Name) or not record.outputs:
-                continue
-            assert self.policy is not None      # ops are logged only under a policy
-            decisions = [policies.decide(self.policy, policies.OpOutput(
-                record.op, j, y, self._names.get(id(y)))) for j, y in enumerate(record.outputs)]
-            if all(d != policies.RECOMPUTE for d in decisions):
-                record.stored = [self._store(y, d) for y, d in zip(record.outputs, decisions)]
+            if _kept(record):
+                record.stored = [self._store(y, d) for y, d in zip(record.outputs, record.decisions)]
                 kept.update((id(y), st) for y, st in zip(record.outputs, record.stored))
         saved_ids = {id(slot.array) for slot in self._pending}
         for record in self._ops or ():
@@ -313,7 +346,7 @@ class RecomputeNode:
                 self.residuals.extend((record.label, record.site, y, st)
                                       for y, st in zip(record.outputs, record.stored)
                                       if id(y) not in saved_ids)
-            record.op, record.outputs, record.inputs = None, (), None
+            record.op, record.outputs, record.inputs, record.refs = None, (), None, ()
         for slot in self._pending:
             if slot.stored is None:
                 slot.stored = kept.get(id(slot.array))
@@ -502,6 +535,12 @@ class RecomputeNode:
                     f"(sum {rec.fingerprint[0]:.6g} in forward, {now[0]:.6g} now). Is there "
                     "randomness that does not come from memsave.random, or a global that "
                     "changed between forward and backward?")
+
+
+def _kept(record: _OpRecord) -> bool:
+    """Whether the policy keeps every output of this op (so the recomputation skips it)."""
+    return (bool(record.decisions) and bool(record.outputs)
+            and all(d != policies.RECOMPUTE for d in record.decisions))
 
 
 def _save_kind(array: Any, op: Any, record: _OpRecord, slot: _Slot) -> tuple[str, Any]:
