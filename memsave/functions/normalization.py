@@ -46,28 +46,61 @@ def _normalized_grad(x: Variable, gamma: Variable, gy: Variable, axes: tuple[int
 
 def _fused_grads(x: Any, gamma: Any, gy: Any, mu: Any, inv_std: Any, axes: tuple[int, ...],
                  param_axes: tuple[int, ...], indexes: tuple[int, ...]) -> tuple[Any, Any, Any]:
-    """``(gx, ggamma, gbeta)`` (None where not asked) on raw arrays, in three x-sized buffers.
+    """``(gx, ggamma, gbeta)`` (None where not asked) on raw arrays.
 
     Statistics over ``axes``; ``gamma`` is already broadcastable to ``x``; the parameter
-    gradients are summed over ``param_axes``.
+    gradients are summed over ``param_axes``.  Two passes over chunks of the first axis
+    (an eighth of it at a time): the sums, then ``gx``.  Transient memory is ``gx`` plus a few
+    chunk-sized buffers, not three x-sized ones.
     """
-    x_hat = x - mu
-    x_hat *= inv_std
-    g_hat = gy * gamma
-    product = g_hat * x_hat
-    projection = product.mean(axis=axes, keepdims=True)
-    ggamma = gbeta = gx = None
-    if 1 in indexes:
-        ggamma = get_array_module(x).multiply(gy, x_hat, out=product).sum(axis=param_axes)
-    del product
-    if 2 in indexes:
-        gbeta = gy.sum(axis=param_axes)
-    if 0 in indexes:
-        gx = g_hat
-        gx -= g_hat.mean(axis=axes, keepdims=True)
-        x_hat *= projection
-        gx -= x_hat
-        gx *= inv_std
+    xp = get_array_module(x)
+    ndim, n = x.ndim, x.shape[0]
+    axes = tuple(sorted(a % ndim for a in axes))
+    param_axes = tuple(sorted(a % ndim for a in param_axes))
+    per_row = mu.shape[0] == n and n > 1 and 0 not in axes   # statistics per row (layer norm)
+    chunkable = 0 in param_axes and (per_row or 0 in axes)
+    step = max(1, -(-n // 8)) if chunkable else max(n, 1)
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    sum_g = xp.zeros(mu.shape, dtype=x.dtype)         # sum of gy * gamma over axes
+    sum_gx = xp.zeros(mu.shape, dtype=x.dtype)        # sum of gy * gamma * x_hat over axes
+    ggamma = gbeta = None
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        m, s = (mu[rows], inv_std[rows]) if per_row else (mu, inv_std)
+        x_hat = x[rows] - m
+        x_hat *= s
+        g_hat = gy[rows] * gamma
+        target = rows if per_row else slice(None)
+        sum_g[target] += g_hat.sum(axis=axes, keepdims=True)
+        g_hat *= x_hat
+        sum_gx[target] += g_hat.sum(axis=axes, keepdims=True)
+        del g_hat
+        if 1 in indexes:
+            x_hat *= gy[rows]
+            part = x_hat.sum(axis=param_axes)
+            ggamma = part if ggamma is None else ggamma + part
+        if 2 in indexes:
+            part = gy[rows].sum(axis=param_axes)
+            gbeta = part if gbeta is None else gbeta + part
+        del x_hat
+    if 0 not in indexes:
+        return None, ggamma, gbeta
+    mean_g, mean_gx = sum_g / count, sum_gx / count
+    gx = xp.empty_like(x)
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        m, s = (mu[rows], inv_std[rows]) if per_row else (mu, inv_std)
+        a, b = (mean_g[rows], mean_gx[rows]) if per_row else (mean_g, mean_gx)
+        out = gx[rows]
+        xp.multiply(gy[rows], gamma, out=out)
+        out -= a
+        x_hat = x[rows] - m
+        x_hat *= s
+        x_hat *= b
+        out -= x_hat
+        out *= s
     return gx, ggamma, gbeta
 
 
