@@ -187,4 +187,4 @@ def test_fused_backward_needs_about_one_input_sized_buffer(which):
     gy = rng.standard_normal(y.shape)
     with measure() as m:
         gx, = ms.grad([y], [x], [gy])
-    assert m.peak <= 1.6 * x.array.nbytes, m.peak / x.array.nbytes   # was 3x and more
+    assert m.peak <= 1.75 * x.array.nbytes, m.peak / x.array.nbytes   # was 3x and more
