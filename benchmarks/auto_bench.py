@@ -73,7 +73,11 @@ def main() -> None:
         for fraction in args.fractions:
             net, x = model(name, args.depth, args.batch)
             start = time.perf_counter()
-            plan = ms.auto_checkpoint(net, x, budget=fraction)
+            try:
+                plan = ms.auto_checkpoint(net, x, budget=fraction)
+            except ValueError as err:
+                print(f"\nbudget {fraction}: {err}")
+                continue
             planning = time.perf_counter() - start
             peak, kept = peaks(net, x)
             times: dict[str, list[float]] = {"plain": [], "auto": []}
