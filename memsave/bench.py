@@ -29,7 +29,7 @@ import numpy as np
 
 import memsave as ms
 import memsave.functions as F
-from memsave import nn
+from memsave import backend, nn
 from memsave.memory import MiB, measure
 
 WORKLOADS = ("mlp", "cnn", "transformer")
@@ -54,6 +54,7 @@ class Workload:
     parameters: list[ms.Parameter]
     settings: dict[str, int] = field(default_factory=dict)
     forwards: int = 0
+    device: str = "cpu"
     schedules: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def counted(self) -> list[Callable[[Any], Any]]:
@@ -75,8 +76,9 @@ def _tanh_of(linear: nn.Linear) -> Callable[[Any], Any]:
 
 
 def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq: int = 0,
-                  seed: int = 0) -> Workload:
-    """Build a workload; zero sizes take the defaults.
+                  seed: int = 0, device: str = "cpu") -> Workload:
+    """Build a workload; zero sizes take the defaults.  ``device="gpu"`` puts it on the GPU
+    (CuPy; a RuntimeError says so when none is available).
 
     ``mlp``: depth x (Linear(width->width) + tanh), batch 2048, width 256, depth 64 (workload W).
     ``cnn``: depth residual blocks of Conv2d(3x3)+BatchNorm+ReLU on batch x width x seq x seq.
@@ -109,10 +111,19 @@ def make_workload(name: str, depth: int = 0, width: int = 0, batch: int = 0, seq
         x = rng.standard_normal((batch, seq, width))
     else:
         raise ValueError(f"unknown workload {name!r}; choose from {WORKLOADS}")
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    x = x.astype(np.float32)
+    if device == "gpu":
+        if not backend.is_gpu_available():
+            raise RuntimeError("device='gpu' needs CuPy and a CUDA GPU (pip install -e '.[gpu]')")
+        for m in modules:
+            m.to_gpu()
+        x = backend.to_gpu(x)
     params = [p for m in modules for p in m.parameters()]
     settings = dict(depth=depth, width=width, batch=batch, seq=seq, seed=seed)
-    return Workload(name, layers, ms.Variable(x.astype(np.float32), requires_grad=False), params,
-                    settings)
+    return Workload(name, layers, ms.Variable(x, requires_grad=False), params, settings,
+                    device=device)
 
 
 def parse_strategy(strategy: str) -> tuple[str, int | float | str | None]:
@@ -229,13 +240,14 @@ def measure_strategy(workload: Workload, strategy: str, repeats: int) -> Row:
     """Warm up once, measure peak bytes in one step, then time ``repeats`` (>= 1) steps."""
     step(workload, strategy)
     workload.forwards = 0
-    with measure() as m:
+    with measure(workload.device) as m:
         step(workload, strategy)
     forwards = workload.forwards
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step(workload, strategy)
+        backend.synchronize(workload.x.array)      # a GPU step is done when the device is
         times.append(time.perf_counter() - start)
     return Row(workload.name, strategy, m.peak, min(times), statistics.median(times), max(times),
                forwards)

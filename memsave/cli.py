@@ -118,6 +118,9 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=positive_int, default=5,
                         help="timed steps per strategy (default: %(default)s)")
     parser.add_argument("--seed", type=size_or_default, default=0)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="run on the CPU (NumPy; peak from tracemalloc) or the GPU (CuPy; peak "
+                             "from CuPy's memory pool) (default: %(default)s)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true",
                      help="print JSON (settings, versions, machine facts, rows) instead of a table")
@@ -181,9 +184,15 @@ def _progress(enabled: bool) -> Callable[[Iterable[Any]], Iterable[Any]]:
 
 def _bench(args: argparse.Namespace) -> int:
     """``memsave bench``: measure the strategies on one workload and print the result."""
-    workload = bench.make_workload(args.workload, depth=args.depth, width=args.width,
-                                   batch=args.batch, seq=args.seq, seed=args.seed)
-    settings = {"workload": args.workload, **workload.settings, "repeats": args.repeats}
+    try:
+        workload = bench.make_workload(args.workload, depth=args.depth, width=args.width,
+                                       batch=args.batch, seq=args.seq, seed=args.seed,
+                                       device=args.device)
+    except RuntimeError as err:     # no GPU
+        print(f"memsave bench: error: {err}", file=sys.stderr)
+        return 2
+    settings = {"workload": args.workload, **workload.settings, "repeats": args.repeats,
+                "device": args.device}
     print(f"memsave bench {args.workload}: "
           + ", ".join(f"{k} {v}" for k, v in workload.settings.items() if v)
           + f"; strategies {' '.join(dict.fromkeys(['none', *args.strategies]))}, each: 1 warm-up "

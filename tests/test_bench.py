@@ -92,7 +92,7 @@ def test_cli_bench_prints_table_and_json(capsys):
     doc = json.loads(captured.out)
     assert doc["rows"][0]["layer_forwards"] == 2
     assert doc["settings"] == {"workload": "mlp", "depth": 2, "width": 4, "batch": 2, "seq": 0,
-                               "seed": 0, "repeats": 1}
+                               "seed": 0, "repeats": 1, "device": "cpu"}
     assert captured.err.startswith("memsave bench mlp: depth 2, width 4, batch 2; strategies none, "
                                    "each: 1 warm-up step, 1 step under tracemalloc, 1 timed steps")
 
@@ -225,3 +225,12 @@ def test_budget_below_the_minimum_is_an_error_in_the_cli(capsys):
                  "--no-progress", "--strategies", "budget=16"])
     assert code == 2
     assert "below the minimum any schedule" in capsys.readouterr().err
+
+
+def test_cli_bench_on_gpu_without_one_says_so(capsys):
+    from memsave import backend, cli
+    if backend.is_gpu_available():
+        pytest.skip("a GPU is present: the GPU suite (benchmarks/gpu_suite.sh) runs this for real")
+    assert cli.main(["bench", "mlp", "--depth", "2", "--width", "4", "--batch", "2",
+                     "--repeats", "1", "--no-progress", "--device", "gpu"]) == 2
+    assert "needs CuPy and a CUDA GPU" in capsys.readouterr().err

@@ -110,16 +110,19 @@ class _Slot:
 class _OpRecord:
     """One op run by the checkpointed function (logged only under a policy)."""
 
-    __slots__ = ("label", "op", "inputs", "outputs", "refs", "decisions", "saves", "stored", "site")
+    __slots__ = ("label", "op", "outputs", "refs", "decisions", "retained_in", "retain_out", "consts",
+                 "stored", "site")
 
     def __init__(self, op: Any) -> None:
         self.label = op.label
         self.op = op
-        self.inputs: list | None = None          # while the op is the current one
         self.outputs: tuple = ()                 # while current, or for good if kept
         self.refs: tuple = ()                    # weak references to the outputs
         self.decisions: list = []
-        self.saves: list[tuple[str, Any]] = []   # ("input", i) | ("output", j) | ("const", slot)
+        # What the op kept for its own backward, to redo when the recomputation skips it.
+        self.retained_in: tuple[int, ...] = ()
+        self.retain_out: tuple[int, ...] = ()
+        self.consts: list = []                   # the packed save_for_backward arrays
         self.stored: list | None = None          # the kept outputs, if the op is not re-run
         self.site: str | None = None
 
@@ -243,9 +246,6 @@ class RecomputeNode:
         site = _callsite.user_site() if self._want_sites else None
         slot = _Slot(self, array, op.label, site)
         self._pending.append(slot)
-        current = self._current
-        if current is not None and op is current.op:
-            current.saves.append(_save_kind(array, op, current, slot))
         return slot
 
     def observe(self, op: Any, inputs: Sequence[Variable], forward: Callable[[], Any]) -> Any:
@@ -260,12 +260,14 @@ class RecomputeNode:
             return forward()
         self._settle_current()
         record = _OpRecord(op)
-        record.inputs = [v.array for v in inputs]
         record.site = _callsite.user_site() if self._want_sites else None
         self._ops.append(record)
         self._current = record
         record.outputs = forward()
         record.refs = tuple(weakref.ref(y) for y in record.outputs)
+        record.retained_in = tuple(op._retained_in)
+        record.retain_out = tuple(op._retain_out)
+        record.consts = [saved.packed for saved in op._saved or ()]
         if isinstance(op, policies.Name):
             self._tag(inputs[0].array, op.name)
         else:
@@ -300,7 +302,6 @@ class RecomputeNode:
         """The current op is done: drop what only it needed (its inputs; outputs not kept)."""
         record = self._current
         if record is not None:
-            record.inputs = None
             if not _kept(record):
                 record.outputs = ()
 
@@ -339,14 +340,15 @@ class RecomputeNode:
                 kept.update((id(y), st) for y, st in zip(record.outputs, record.stored))
         saved_ids = {id(slot.array) for slot in self._pending}
         for record in self._ops or ():
-            for kind, value in record.saves:
-                if kind == "const" and record.stored is not None:
-                    value.stored = self._store(value.array, policies.SAVE)
+            if record.stored is not None:
+                for packed in record.consts:
+                    if isinstance(packed, _Slot):
+                        packed.stored = self._store(packed.array, policies.SAVE)
             if record.stored is not None and self._report:   # kept though no op saved them
                 self.residuals.extend((record.label, record.site, y, st)
                                       for y, st in zip(record.outputs, record.stored)
                                       if id(y) not in saved_ids)
-            record.op, record.outputs, record.inputs, record.refs = None, (), None, ()
+            record.op, record.outputs, record.refs = None, (), ()
         for slot in self._pending:
             if slot.stored is None:
                 slot.stored = kept.get(id(slot.array))
@@ -471,13 +473,11 @@ class RecomputeNode:
                     "its inputs (control flow included).")
             ys = tuple(stored.get() for stored in record.stored)
             replayed.extend(ys)
-            for kind, value in record.saves:   # redo what the op saved, in the same order
-                if kind == "input":
-                    op.retain_inputs(value)
-                elif kind == "output":
-                    op._retain_out = op._retain_out + (value,)
-                else:
-                    op._saved.append(SavedArray(_Kept(value.stored.get()), self.unpack))
+            # Redo what the op kept for its own backward (inputs in the order it retained them).
+            op.retain_inputs(*record.retained_in)
+            op.retain_outputs(*record.retain_out)
+            for packed in record.consts:
+                op._saved.append(SavedArray(_Kept(self.unpack(packed)), self.unpack))
             return ys
 
         try:
@@ -541,17 +541,6 @@ def _kept(record: _OpRecord) -> bool:
     """Whether the policy keeps every output of this op (so the recomputation skips it)."""
     return (bool(record.decisions) and bool(record.outputs)
             and all(d != policies.RECOMPUTE for d in record.decisions))
-
-
-def _save_kind(array: Any, op: Any, record: _OpRecord, slot: _Slot) -> tuple[str, Any]:
-    """What an op saved, as its recomputation-free replay must redo it."""
-    for i, x in enumerate(record.inputs):
-        if x is array:
-            return ("input", i)
-    for j, y in enumerate(record.outputs):
-        if y is array:
-            return ("output", j)
-    return ("const", slot)
 
 
 def _stack_depth() -> int:

@@ -245,3 +245,27 @@ def test_print_saved_residuals_prints_rows_and_total(capsys):
     assert "Exp" in out and "Tanh" in out and "SAVE" in out and "total kept:" in out
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+
+
+def test_kept_op_that_saves_a_mask_or_a_leaf_replays_those_saves():
+    # where() saves its condition with save_for_backward, MatMul retains a leaf weight: the
+    # recomputation skips both ops and must still give their backward what they kept.
+    x = ms.Variable(np.array([1.0, 2.0, 3.0]))
+    y = ms.checkpoint(lambda v: F.where(np.array([True, False, True]), v, v * 2.0) * v, x,
+                      policy=P.everything_saveable)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 8.0, 6.0])
+
+    W = ms.Parameter(np.random.default_rng(0).standard_normal((3, 3)))
+
+    def step(a):   # grad() inside the block: the skipped MatMul's backward runs in recompute
+        g, = ms.grad(F.sum(F.square(F.tanh(a @ W))), W, create_graph=True)
+        return F.tanh(a @ (W - g * 0.1))
+
+    xc, xp = ms.Variable(np.ones((2, 3))), ms.Variable(np.ones((2, 3)))
+    ms.checkpoint(step, xc, policy=P.dots_saveable).sum().backward()
+    checkpointed = W.grad.copy()
+    W.cleargrad()
+    step(xp).sum().backward()
+    np.testing.assert_allclose(checkpointed, W.grad, rtol=1e-13)
+    np.testing.assert_allclose(xc.grad, xp.grad, rtol=1e-13)
