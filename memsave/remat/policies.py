@@ -11,9 +11,9 @@ it is, the array (``shape``, ``dtype``, ``nbytes``) and the name given with
   MUST_SAVE): the kept output stands in for it.
 - ``OFFLOAD``: keep a copy in host memory (GPU arrays; on the CPU it is SAVE), brought back
   to the device when backward needs it.
-- ``COMPRESS(s)``: keep a compressed copy, ``"float16"`` (scaled by max|x|, then rounded:
-  error at most |x| * 2**-11 + max|x| * 2**-25 per element) or ``"int8"`` (one scale per
-  array, absolute error at most max|x| / 254).  Gradients computed from it are approximate,
+- ``COMPRESS(s)``: keep a compressed copy, ``"float16"`` (scaled by ``max(abs(x))``, then rounded:
+  error at most ``abs(x) * 2**-11 + max(abs(x)) * 2**-25`` per element) or ``"int8"`` (one scale per
+  array, absolute error at most ``max(abs(x)) / 254``).  Gradients computed from it are approximate,
   within those bounds propagated through the backward pass.
 
 An op with several outputs is kept only when the policy keeps all of them.  A policy is
