@@ -149,7 +149,7 @@ def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
                         help="timed rounds, interleaved across configurations (default: %(default)s)")
     parser.add_argument("--seed", type=size_or_default, default=0)
     parser.add_argument("--plot", metavar="FILE.png",
-                        help="draw peak MiB against time ratio (needs matplotlib: memsave[bench])")
+                        help="draw peak MiB against extra layer forwards (needs matplotlib: memsave[bench])")
 
 
 def _plan(args: argparse.Namespace) -> int:
