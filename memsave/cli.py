@@ -242,19 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return _demo(args)
-    if args.command == "bench":
-        if args.plot:
+    if args.command in ("bench", "plan"):
+        if args.plot:      # fail before running, not after minutes of measuring
             try:
                 bench.require_matplotlib()
             except ImportError as err:
                 parser.error(str(err))
-        return _bench(args)
-    if args.command == "plan":
-        if args.plot:
-            try:
-                bench.require_matplotlib()
-            except ImportError as err:
-                parser.error(str(err))
-        return _plan(args)
+        return _bench(args) if args.command == "bench" else _plan(args)
     parser.print_help()
     return 0
