@@ -135,8 +135,11 @@ def _accumulate_into_leaf(node: VariableNode, g: Variable, create_graph: bool) -
     var = node.variable
     if var is None or not node.requires_grad:
         return
-    with using_config("enable_backprop", create_graph):
-        var.grad_var = g if var.grad_var is None else var.grad_var + g
+    if var.grad_var is None:
+        var.grad_var = g
+    else:
+        with using_config("enable_backprop", create_graph):
+            var.grad_var = var.grad_var + g
     for hook in list(_grad_hooks.get(node, ())):
         hook(var)
 

@@ -163,6 +163,8 @@ class FunctionNode:
 def _as_arrays(ys: Any) -> tuple:
     """An op's outputs as a tuple of arrays (NumPy reductions return scalars; the graph deals in
     arrays only)."""
+    if type(ys) is numpy.ndarray:                  # the common case: one NumPy array
+        return (ys,)
     if not isinstance(ys, tuple):
         ys = (ys,)
     return tuple(y if type(y) is numpy.ndarray or backend.is_array(y) else numpy.asarray(y)
