@@ -49,8 +49,8 @@ class _StopRecompute(BaseException):
 
 
 class _Kept:
-    """A saved array kept for real: a NumPy scalar, the policy's choice outside any checkpoint,
-    or any array saved during a recomputation (whose graph is thrown away afterwards)."""
+    """A saved array kept for real: a NumPy scalar, or any array saved during a recomputation
+    (whose graph is thrown away afterwards)."""
 
     __slots__ = ("array",)
 
