@@ -42,15 +42,20 @@ class Measurement:
     _base: int = field(default=0, repr=False)
     _peak_abs: int = field(default=0, repr=False)
     _live: bool = field(default=False, repr=False)
+    _tracker: Any = field(default=None, repr=False)     # the GPU pool tracker while live
 
     @property
     def peak(self) -> int:
+        if self._tracker is not None:
+            return int(self._tracker.peak)
         if self._live:
             return max(self._peak_abs, tracemalloc.get_traced_memory()[1]) - self._base
         return self._final_peak
 
     @property
     def current(self) -> int:
+        if self._tracker is not None:
+            return int(self._tracker.current)
         if self._live:
             return tracemalloc.get_traced_memory()[0] - self._base
         return self._final_current
@@ -100,7 +105,11 @@ def _measure_cpu() -> Iterator[Measurement]:
 def _measure_gpu() -> Iterator[Measurement]:
     m = Measurement()
     with backend.GpuMemoryTracker() as tracker:
-        yield m
+        m._tracker = tracker
+        try:
+            yield m
+        finally:
+            m._tracker = None
     m._final_peak, m._final_current = tracker.peak, tracker.current
 
 

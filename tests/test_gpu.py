@@ -107,6 +107,14 @@ def test_measure_blocks_nest(xp):
     assert inner.peak >= 1 << 20 and outer.peak >= 1 << 20
 
 
+def test_measure_reads_live_inside_its_block(xp):
+    with ms.memory.measure(device(xp)) as m:
+        a = xp.ones(1 << 18, dtype=np.float32)
+        inside = m.current
+        del a
+    assert inside >= 1 << 20 and m.peak >= inside and m.current < inside
+
+
 def test_training_on_the_device_matches_the_host(xp):
     def train(model_xp):
         ms.random.seed(0)
