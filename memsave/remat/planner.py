@@ -33,6 +33,7 @@ Memory model, per layer i of a :class:`Chain` (all in bytes, live above the step
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -528,12 +529,22 @@ def profile(layers: Sequence[Callable[[Any], Any]], x: Any, repeats: int = 1) ->
     return Chain(uf=uf, ub=ub, x=sizes, xbar=xbar, grad=wgrad)
 
 
-def plan(layers: Sequence[Callable[[Any], Any]], x: Any, budget: int | str) -> Schedule:
+def plan(layers: Sequence[Callable[[Any], Any]], x: Any, budget: int | str, *,
+         gradients: str = "kept") -> Schedule:
     """:func:`profile` the layers on ``x``, then :func:`solve` for ``budget``; pass the
     result to ``checkpoint_sequential(..., schedule=...)`` to run it every step.
+
+    ``gradients="freed"`` plans for parameter gradients that do not stay in memory: an
+    optimizer applied inside backward (``optimizer.step_in_backward()``) frees each one as
+    soon as it is complete, so the budget goes to activations alone.
 
     >>> import numpy as np, memsave.functions as F
     >>> plan([F.tanh] * 4, np.ones((64, 64)), "1MiB").extra_forwards
     0
     """
-    return solve(profile(layers, x), budget)
+    if gradients not in ("kept", "freed"):
+        raise ValueError(f"gradients must be 'kept' or 'freed', got {gradients!r}")
+    chain = profile(layers, x)
+    if gradients == "freed":
+        chain = dataclasses.replace(chain, grad=[0] * len(chain.uf))
+    return solve(chain, budget)

@@ -84,7 +84,8 @@ def _check_arguments(n_layers: int, segments: Any, budget: Any, schedule: Any) -
 
 def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | str | None = None, *,
                           budget: int | str | None = None, schedule: Schedule | None = None,
-                          preserve_rng_state: bool = True, **options: Any) -> Any:
+                          gradients: str = "kept", preserve_rng_state: bool = True,
+                          **options: Any) -> Any:
     """Run ``layers`` one after another on ``x``, recomputing instead of storing.
 
     Give one of: ``segments`` (default ``"sqrt"``): equal segments, each keeping only its
@@ -94,7 +95,9 @@ def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | st
     (:func:`memsave.planner.plan`; profiling costs one extra forward and backward of
     every layer, so in a loop plan once and pass ``schedule``); ``schedule``: a
     :class:`memsave.planner.Schedule` (e.g. ``planner.revolve(len(layers), slots)``),
-    run with nested checkpoints.  ``options`` (``policy``, ``determinism_check``) go to
+    run with nested checkpoints.  With ``budget``, ``gradients="freed"`` leaves parameter
+    gradients out of the budget, for an optimizer applied inside backward
+    (``optimizer.step_in_backward()``).  ``options`` (``policy``, ``determinism_check``) go to
     :func:`memsave.checkpoint`.
 
     >>> import numpy as np, memsave as ms, memsave.functions as F
@@ -107,7 +110,7 @@ def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | st
     _check_arguments(len(layers), segments, budget, schedule)
     options = check_options(preserve_rng_state=preserve_rng_state, **options)
     if budget is not None:
-        schedule = plan(layers, x, budget)
+        schedule = plan(layers, x, budget, gradients=gradients)
     if schedule is not None:
         if not (isinstance(x, Variable) or backend.is_array(x)):
             raise TypeError(f"x must be a Variable or an array, got {type(x).__name__}")

@@ -354,3 +354,28 @@ def test_plans_beat_sqrt_segments_at_their_memory(mlp_plan):
     peak = _workload_peak(workload, schedule=schedule)
     assert workload.forwards < sqrt_forwards
     assert peak <= 1.05 * sqrt_peak + workspace
+
+
+def test_budget_below_the_gradients_is_met_with_the_optimizer_inside_backward(mlp_plan):
+    """Parameter gradients alone can exceed a budget; applied and freed inside backward
+    (optimizer.step_in_backward()), they leave it to activations: plan with gradients='freed'."""
+    from memsave.optim import SGD
+
+    workload, chain, workspace = mlp_plan
+    least_kept = planner.minimum_budget(chain)[0]
+    freed = Chain(uf=chain.uf, ub=chain.ub, x=chain.x, xbar=chain.xbar, grad=[0] * 16)
+    budget = (planner.minimum_budget(freed)[0] + least_kept) // 2
+    assert budget < least_kept
+    with pytest.raises(ValueError, match="minimum"):
+        planner.solve(chain, budget)
+    schedule = planner.solve(freed, budget)
+    optimizer = SGD(workload.parameters, lr=1e-3)
+    optimizer.step_in_backward()
+    try:
+        peak = _workload_peak(workload, schedule=schedule)
+    finally:
+        optimizer.stop_step_in_backward()
+    assert workload.forwards == 16 + schedule.extra_forwards
+    assert peak <= 1.05 * budget + workspace, (budget, schedule.peak_bytes, peak)
+    with pytest.raises(ValueError, match="gradients must be 'kept' or 'freed'"):
+        planner.plan(workload.layers, workload.x, budget, gradients="dropped")
