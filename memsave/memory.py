@@ -182,10 +182,10 @@ def saved_residuals(fn: Callable[..., Any], *args: Any, policy: Any = None,
 
 def _checkpoint_residuals(fn: Callable, args: tuple, kwargs: dict, policy: Any) -> list[Residual]:
     from memsave.remat import policies
-    from memsave.remat.recompute import RecomputeNode, _wrap_arrays
+    from memsave.remat.recompute import RecomputeNode, wrap_arguments
 
     policies.check_policy(policy)
-    node = RecomputeNode(fn, _wrap_arrays(args), dict(zip(kwargs, _wrap_arrays(tuple(kwargs.values())))),
+    node = RecomputeNode(fn, *wrap_arguments(args, kwargs),
                          policy, True, "none", True, report=True)
     node.run_forward()
     rows: dict[int, Residual] = {}

@@ -222,6 +222,7 @@ class RecomputeNode:
         self._args, self._kwargs = args, kwargs
         self._inputs: dict[Any, tuple[SavedArray, bool]] = {}
         self.kept_bytes = 0  # non-leaf inputs held alive here (leaves are alive anyway)
+        self._input_keys: dict[int, Any] = {}
         for key, value in _variable_arguments(args, kwargs):
             if value.creator is None or self._outer is None:
                 saved = SavedArray(value.array)
@@ -229,7 +230,7 @@ class RecomputeNode:
             else:
                 saved = SavedArray(self._outer.pack(value.array, self), self._outer.unpack)
             self._inputs[key] = (saved, value.requires_grad)
-        self._input_keys = {id(v.array): key for key, v in _variable_arguments(args, kwargs)}
+            self._input_keys[id(value.array)] = key
 
     # ----- forward ----------------------------------------------------------------
     def pack(self, array: Any, op: Any) -> Any:
@@ -581,24 +582,16 @@ def _recursion_headroom(needed: int) -> Any:
             sys.setrecursionlimit(max([_limit_before, *_limit_requests]))
 
 
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _recording(draws: list | None) -> Any:
-    return _NullContext() if draws is None else random.recording(draws)
+    return contextlib.nullcontext() if draws is None else random.recording(draws)
 
 
 def _replaying(draws: list | None) -> Any:
-    return _NullContext() if draws is None else random.replaying(draws)
+    return contextlib.nullcontext() if draws is None else random.replaying(draws)
 
 
 def _numpy_replay(state: tuple | None, label: str) -> Any:
-    return _NullContext() if state is None else random.numpy_global_replay(state, label)
+    return contextlib.nullcontext() if state is None else random.numpy_global_replay(state, label)
 
 
 def _argument_name(key: Any) -> str:
@@ -611,8 +604,11 @@ def _variable_arguments(args: Sequence, kwargs: dict) -> list[tuple[Any, Variabl
     return found
 
 
-def _wrap_arrays(values: Sequence) -> tuple:
-    return tuple(Variable(v, requires_grad=False) if backend.is_array(v) else v for v in values)
+def wrap_arguments(args: Sequence, kwargs: dict) -> tuple[tuple, dict]:
+    """``fn``'s arguments with ndarrays made constant Variables (so the call joins the graph)."""
+    def wrap(v: Any) -> Any:
+        return Variable(v, requires_grad=False) if backend.is_array(v) else v
+    return tuple(wrap(a) for a in args), {k: wrap(v) for k, v in kwargs.items()}
 
 
 def _has_variable(out: Any) -> bool:
@@ -648,8 +644,7 @@ def run_checkpointed(fn: Callable, args: Sequence, kwargs: dict, *, policy: Poli
             f"cannot checkpoint {_fn_name(fn)}: it is a generator or coroutine function, whose "
             "body runs later, outside the checkpoint. Checkpoint a function that computes its "
             "result when called.")
-    args = _wrap_arrays(args)
-    kwargs = dict(zip(kwargs, _wrap_arrays(tuple(kwargs.values()))))
+    args, kwargs = wrap_arguments(args, kwargs)
     if not (config.checkpointing_enabled and config.enable_backprop):
         return fn(*args, **kwargs)
     node = RecomputeNode(fn, args, kwargs, policy, preserve_rng_state, determinism_check,
