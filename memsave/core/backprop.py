@@ -94,8 +94,8 @@ def _require_graph(outputs: Sequence[Any]) -> None:
                 "differentiate")
 
 
-def _needed_nodes(outputs: Sequence[Variable], targets: set[VariableNode]) -> set[VariableNode]:
-    """Nodes on some path from a target to an output: only those get gradients."""
+def _functions_behind(outputs: Sequence[Variable]) -> dict[FunctionNode, None]:
+    """Every function in the graph behind ``outputs`` (iteratively, no recursion)."""
     functions: dict[FunctionNode, None] = {}
     stack = [y.creator for y in outputs if y.creator is not None]
     while stack:
@@ -104,6 +104,12 @@ def _needed_nodes(outputs: Sequence[Variable], targets: set[VariableNode]) -> se
             continue
         functions[f] = None
         stack.extend(x.creator for x in f.inputs if x.creator is not None)
+    return functions
+
+
+def _needed_nodes(outputs: Sequence[Variable], targets: set[VariableNode]) -> set[VariableNode]:
+    """Nodes on some path from a target to an output: only those get gradients."""
+    functions = _functions_behind(outputs)
     needed = set(targets)
     for f in sorted(functions, key=lambda f: f.generation):
         if any(x in needed for x in f.inputs):
@@ -116,17 +122,9 @@ def _hooked_leaf_readers(outputs: Sequence[Variable]) -> dict[VariableNode, int]
     """For each hooked leaf in the graph: how many op inputs read it (its gradient is complete
     once that many have been handled)."""
     readers: dict[VariableNode, int] = {}
-    seen: set[FunctionNode] = set()
-    stack = [y.creator for y in outputs if y.creator is not None]
-    while stack:
-        f = stack.pop()
-        if f in seen:
-            continue
-        seen.add(f)
+    for f in _functions_behind(outputs):
         for x in f.inputs:
-            if x.creator is not None:
-                stack.append(x.creator)
-            elif x.requires_grad and _grad_hooks.get(x):
+            if x.creator is None and x.requires_grad and _grad_hooks.get(x):
                 readers[x] = readers.get(x, 0) + 1
     return readers
 

@@ -298,14 +298,8 @@ class Variable:
         >>> y.unchain_backward(); y.creator is None and h.creator is None
         True
         """
-        stack = [self.creator] if self.creator is not None else []
-        seen = set()
-        while stack:
-            f = stack.pop()
-            if f in seen:
-                continue
-            seen.add(f)
-            stack.extend(x.creator for x in f.inputs if x.creator is not None)
+        from memsave.core.backprop import _functions_behind
+        for f in _functions_behind([self]):
             for ref in f.outputs:
                 node = ref()
                 if node is not None:
