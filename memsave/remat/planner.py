@@ -23,9 +23,16 @@ Memory model, per layer i of a :class:`Chain` (all in bytes, live above the step
 * ``grad[i]`` is the bytes of parameter gradients layer i's backward allocates (kept).
 * Gradients: the chain output's gradient (``x[L]``) is counted from the start; layer i's
   backward holds its output's gradient and writes its input's (``x[i]``).
-* Not counted: a layer's transient workspace (intermediates that die inside the layer,
-  temporaries of its backward) and the loss after the chain.  The measured peak stays
-  within ``budget`` plus about one layer's transient workspace.
+* Workspace: the transient bytes a layer allocates on top of that while it runs
+  (intermediates that die inside it, temporaries of its backward): ``fwd_workspace[i]``
+  beyond ``xbar[i]`` in a taped forward, ``recompute_workspace[i]`` beyond its output in a
+  forward that keeps nothing (inside a checkpoint), ``bwd_workspace[i]`` beyond the
+  gradients its backward writes.  :func:`profile` measures all three, so a profiled plan's
+  measured peak matches its prediction up to allocator-level noise; a hand-made Chain that
+  leaves them at 0 predicts the peak without any workspace.
+* After the chain: ``loss_workspace`` is what the loss and its backward allocate on top of
+  everything the forward kept (the output's gradient aside), counted when the last layer's
+  forward ends; :func:`profile` measures it when given the ``loss``.
 
 >>> schedule = revolve(64, 8)
 >>> schedule.extra_forwards, schedule.peak_slots
@@ -45,10 +52,12 @@ from typing import Any
 import numpy as np
 
 from memsave import backend, random
-from memsave.config import using_config
+from memsave.config import no_grad, using_config
 from memsave.core import hooks
 from memsave.core.backprop import grad
+from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
+from memsave.memory import measure
 
 # ----- budgets -----------------------------------------------------------------------------
 
@@ -247,6 +256,9 @@ def revolve(n_layers: int, slots: int) -> Schedule:
 
 # ----- heterogeneous chains: the rotor dynamic program -------------------------------------
 
+_PER_LAYER_BYTES = ("grad", "fwd_workspace", "recompute_workspace", "bwd_workspace")
+
+
 @dataclass
 class Chain:
     """Costs of a chain of L layers (see the module docstring for the memory model).
@@ -256,6 +268,9 @@ class Chain:
     ``xbar[i]``: bytes alive after running layer i taped beyond its input: what it saves
     for backward plus its output (L entries).
     ``grad[i]``: bytes of parameter gradients layer i's backward allocates (L; default 0).
+    ``fwd_workspace[i]``, ``recompute_workspace[i]``, ``bwd_workspace[i]``: transient bytes
+    of layer i's taped forward, keep-nothing forward and backward (L each; default 0; see
+    the module docstring).  ``loss_workspace``: transient bytes of the loss after the chain.
 
     >>> Chain(uf=[1, 1], ub=[2, 2], x=[8, 8, 8], xbar=[16, 16]).n_layers
     2
@@ -266,15 +281,20 @@ class Chain:
     x: Sequence[int]
     xbar: Sequence[int]
     grad: Sequence[int] = field(default_factory=list)
+    fwd_workspace: Sequence[int] = field(default_factory=list)
+    recompute_workspace: Sequence[int] = field(default_factory=list)
+    bwd_workspace: Sequence[int] = field(default_factory=list)
+    loss_workspace: int = 0
 
     def __post_init__(self) -> None:
+        n = len(self.uf)
         self.uf, self.ub = [float(v) for v in self.uf], [float(v) for v in self.ub]
         self.x, self.xbar = [int(v) for v in self.x], [int(v) for v in self.xbar]
-        self.grad = [int(v) for v in self.grad] or [0] * len(self.uf)
-        n = len(self.uf)
+        for name in _PER_LAYER_BYTES:
+            setattr(self, name, [int(v) for v in getattr(self, name)] or [0] * n)
         if n == 0:
             raise ValueError("a Chain needs at least one layer; got uf=[]")
-        expected = {"ub": n, "x": n + 1, "xbar": n, "grad": n}
+        expected = {"ub": n, "x": n + 1, "xbar": n, **dict.fromkeys(_PER_LAYER_BYTES, n)}
         for name, size in expected.items():
             if len(getattr(self, name)) != size:
                 raise ValueError(f"Chain with {n} layers (len(uf)) needs {size} entries in {name}, "
@@ -305,19 +325,19 @@ def simulate(steps: Sequence[Step], chain: Chain) -> tuple[float, int]:
         for step in steps:
             if isinstance(step, Checkpoint):
                 for k in range(step.start, step.stop):
-                    bump((x[k] if k > step.start else 0) + x[k + 1])
+                    bump(_untaped_forward(chain, step.start, k))
                     elapsed += chain.uf[k]
                 live += x[step.stop]
             else:
+                bump(_taped_forward(chain, step))
                 live += xbar[step]
-                bump(0)
                 elapsed += chain.uf[step]
         for step in reversed(steps):
             if isinstance(step, Checkpoint):
                 live -= x[step.stop]  # its consumers are done: the output goes
                 run(step.steps)       # recompute, then backward through the segment
             else:
-                bump(x[step] + wgrad[step])
+                bump(x[step] + wgrad[step] + chain.bwd_workspace[step])
                 live += x[step] + wgrad[step] - xbar[step] - x[step + 1]
                 elapsed += chain.ub[step]
 
@@ -325,11 +345,35 @@ def simulate(steps: Sequence[Step], chain: Chain) -> tuple[float, int]:
     return elapsed, peak
 
 
+def _taped_forward(chain: Chain, k: int) -> int:
+    """Bytes live above its start while layer k runs taped: what it keeps and its workspace
+    (the last layer's forward ends the chain, so the loss's workspace counts there too)."""
+    workspace = chain.fwd_workspace[k]
+    if k == chain.n_layers - 1:
+        workspace = max(workspace, chain.loss_workspace)
+    return chain.xbar[k] + workspace
+
+
+def _untaped_forward(chain: Chain, start: int, k: int) -> int:
+    """Bytes live while layer k runs keeping nothing, inside a checkpoint from ``start``:
+    its input (unless the checkpoint holds it), its output and its workspace."""
+    return (chain.x[k] if k > start else 0) + chain.x[k + 1] + chain.recompute_workspace[k]
+
+
 def _prefix(values: Sequence[float]) -> list[float]:
     out = [0]
     for v in values:
         out.append(out[-1] + v)
     return out
+
+
+def _taped_backward(chain: Chain, s: int, t: int) -> int:
+    """Bytes live, above a segment ``s .. t-1``'s start, while the backward of its taped first
+    layer runs: what that layer kept, the segment's gradients so far (its output's
+    replaced by its input's) and the backward's workspace."""
+    x, w = chain.x, chain.grad
+    return (chain.xbar[s] + x[s + 1] - x[t] + sum(w[s + 1:t]) + x[s] + w[s]
+            + chain.bwd_workspace[s])
 
 
 def minimum_budget(chain: Chain) -> tuple[int, tuple[Step, ...]]:
@@ -346,13 +390,11 @@ def minimum_budget(chain: Chain) -> tuple[int, tuple[Step, ...]]:
             t = s + length
             # taped first layer
             rest = best[(s + 1, t)] if length > 1 else (0, ())
-            after_rest = xbar[s] + x[s + 1] - x[t] + W[t] - W[s + 1]
-            peak = max(xbar[s] + rest[0], after_rest + x[s] + w[s])
+            peak = max(_taped_forward(chain, s), xbar[s] + rest[0], _taped_backward(chain, s, t))
             choice = (peak, (s, *rest[1]))
             fwd = 0
             for split in range(s + 1, t):
-                k = split - 1
-                fwd = max(fwd, (x[k] if k > s else 0) + x[k + 1])
+                fwd = max(fwd, _untaped_forward(chain, s, split - 1))
                 rest, first = best[(split, t)], best[(s, split)]
                 peak = max(fwd, x[split] + rest[0], x[split] - x[t] + W[t] - W[split] + first[0])
                 if peak < choice[0]:
@@ -362,25 +404,30 @@ def minimum_budget(chain: Chain) -> tuple[int, tuple[Step, ...]]:
     return x[-1] + peak, steps
 
 
-def _shift(values: np.ndarray, by: int) -> np.ndarray:
-    """``out[m] = values[m - by]`` (``inf`` below 0; clamped to the last entry above)."""
-    size = len(values)
-    index = np.arange(size) - by
-    out = values[np.clip(index, 0, size - 1)]
-    out[index < 0] = np.inf
-    return out
-
-
 def _units(nbytes: float, unit: int) -> int:
-    return -(-int(nbytes) // unit)  # ceil, for either sign
+    return (int(nbytes) + unit // 2) // unit  # nearest, for either sign
 
 
-def solve(chain: Chain, budget: int | str, resolution: int = 500) -> Schedule:
+def _memory_unit(chain: Chain, plain_peak: int, resolution: int) -> int:
+    """The DP's unit of memory: the greatest common divisor of every size when that leaves
+    at most ``resolution`` units in the plain run's peak (then the DP is exact), else
+    1/``resolution`` of that peak.  It depends on the chain alone, so a larger budget
+    never plans worse."""
+    sizes = [*chain.x, *chain.xbar, *(v for name in _PER_LAYER_BYTES for v in getattr(chain, name))]
+    common = math.gcd(*sizes)
+    if common > 0 and plain_peak // common <= resolution:
+        return common
+    return max(1, -(-plain_peak // resolution))
+
+
+def solve(chain: Chain, budget: int | str, resolution: int = 8000) -> Schedule:
     """The fastest schedule of ``chain`` whose peak (memory model) stays within ``budget``.
 
-    The rotor dynamic program over (segment, free memory); memory is counted in units of
-    1/``resolution`` of the plain run's peak, every size rounded up, so the plan always
-    fits (and is exact when sizes are multiples of the unit).
+    The rotor dynamic program over (segment, free memory).  Memory is counted in units
+    (:func:`_memory_unit`: exact when every size is a multiple of one unit, else
+    1/``resolution`` of the plain run's peak, sizes rounded to the nearest unit); the
+    schedule is then checked against ``budget`` by :func:`simulate` with exact sizes, and
+    re-planned with one unit less until it fits.
     An infeasible budget raises ValueError stating the minimum budget in bytes.
 
     >>> chain = Chain(uf=[1] * 8, ub=[2] * 8, x=[100] * 9, xbar=[100] * 8)
@@ -398,42 +445,63 @@ def solve(chain: Chain, budget: int | str, resolution: int = 500) -> Schedule:
     elapsed, peak = simulate(taped, chain)
     if peak <= budget:  # everything fits: no recomputation at all
         return _schedule(taped, n, predicted_time=elapsed, peak_bytes=peak, budget=budget)
-    unit = max(1, -(-peak // resolution))  # fixed by the chain, so a larger budget never plans worse
+    unit = _memory_unit(chain, peak, resolution)
     size = budget // unit + 1
     x, xbar, w = chain.x, chain.xbar, chain.grad
     W, UF = _prefix(w), _prefix(chain.uf)
     free = np.arange(size) * unit  # bytes free at each memory index
-    cost: dict[tuple[int, int], np.ndarray] = {}
+
+    def freed(k: int, t: int) -> int:  # units a checkpoint ending at k returns to its segment
+        return _units(x[k] - x[t] + W[t] - W[k], unit)
+
+    pad = max(abs(u) for t in range(n + 1) for k in range(t + 1)
+              for u in (freed(k, t), _units(x[k], unit), _units(xbar[min(k, n - 1)], unit)))
+    cost: dict[tuple[int, int], np.ndarray] = {}  # padded: see shifted()
     choice: dict[tuple[int, int], np.ndarray] = {}
+
+    def shifted(s: int, t: int, by: int) -> np.ndarray:
+        """``cost[(s, t)]`` at memory index ``m - by`` for every m (inf below 0)."""
+        return cost[(s, t)][pad - by:pad - by + size]
+
+    def settle(s: int, t: int, best: np.ndarray, pick: np.ndarray) -> None:
+        tail = np.full(pad, best[-1])
+        cost[(s, t)] = np.concatenate([np.full(pad, np.inf), best, tail])
+        choice[(s, t)] = pick
+
     for length in range(1, n + 1):
         for s in range(n - length + 1):
             t = s + length
-            need = max(xbar[s], xbar[s] + x[s + 1] - x[t] + W[t] - W[s + 1] + x[s] + w[s])
+            need = max(_taped_forward(chain, s), _taped_backward(chain, s, t))
             best = np.full(size, chain.uf[s] + chain.ub[s])
             if length > 1:
-                best = best + _shift(cost[(s + 1, t)], _units(xbar[s], unit))
+                best += shifted(s + 1, t, _units(xbar[s], unit))
             best[free < need] = np.inf
             pick = np.full(size, s, dtype=np.int32)
             fwd = 0
             for split in range(s + 1, t):
-                k = split - 1
-                fwd = max(fwd, (x[k] if k > s else 0) + x[k + 1])
-                here = (UF[split] - UF[s] + _shift(cost[(split, t)], _units(x[split], unit))
-                        + _shift(cost[(s, split)], _units(x[split] - x[t] + W[t] - W[split], unit)))
-                here[free < fwd] = np.inf
+                fwd = max(fwd, _untaped_forward(chain, s, split - 1))
+                here = shifted(split, t, _units(x[split], unit)) + shifted(s, split, freed(split, t))
+                here += UF[split] - UF[s]
+                here[:np.searchsorted(free, fwd)] = np.inf
                 better = here < best
-                best[better], pick[better] = here[better], split
-            cost[(s, t)], choice[(s, t)] = best, pick
+                np.copyto(best, here, where=better)
+                pick[better] = split
+            settle(s, t, best, pick)
 
     def build(s: int, t: int, m: int) -> tuple[Step, ...]:
         split = int(choice[(s, t)][m])
         if split == s:
             return (s,) if t == s + 1 else (s, *build(s + 1, t, m - _units(xbar[s], unit)))
-        first = build(s, split, min(size - 1, m - _units(x[split] - x[t] + W[t] - W[split], unit)))
+        first = build(s, split, min(size - 1, m - freed(split, t)))
         return (Checkpoint(s, split, first), *build(split, t, m - _units(x[split], unit)))
 
-    top = (budget - x[-1]) // unit
-    steps = least_steps if top < 0 or not np.isfinite(cost[(0, n)][top]) else build(0, n, top)
+    steps = least_steps
+    for m in range((budget - x[-1]) // unit, -1, -1):  # rounded sizes: check, step down if over
+        if np.isfinite(shifted(0, n, 0)[m]):
+            candidate = build(0, n, m)
+            if simulate(candidate, chain)[1] <= budget:
+                steps = candidate
+                break
     elapsed, peak = simulate(steps, chain)
     return _schedule(steps, n, predicted_time=elapsed, peak_bytes=peak, budget=budget)
 
@@ -498,12 +566,59 @@ def _profile_layer(layer: Callable[[Any], Any], h: Any) -> tuple[Any, float, flo
     return out.array, forward, time.perf_counter() - start, kept, sum(p.array.nbytes for p in params)
 
 
-def profile(layers: Sequence[Callable[[Any], Any]], x: Any, repeats: int = 1) -> Chain:
+class _GradientSource(FunctionNode):
+    """A scalar after a profiled layer whose backward hands the layer a fresh gradient of
+    ones that only the engine holds, as the next layer's backward would in a real step."""
+
+    def forward(self, y: Any) -> Any:
+        self._like = (backend.get_array_module(y), y.shape, y.dtype)
+        return self._like[0].zeros((), dtype=y.dtype)
+
+    def backward(self, indexes: Any, gy: Any) -> Variable:
+        xp, shape, dtype = self._like
+        return Variable(xp.ones(shape, dtype=dtype))
+
+
+def _workspaces(layer: Callable[[Any], Any], h: Any) -> tuple[int, int, int]:
+    """Transient bytes of ``layer`` on ``h`` (live bytes: :func:`memsave.memory.measure`):
+    beyond what it keeps in a taped forward, beyond its output in a forward that keeps
+    nothing, beyond its output's and input's gradients and its parameters' gradients in
+    backward (whose output gradient and saved arrays go as soon as the engine is done)."""
+    device = "cpu" if backend.get_array_module(h) is np else "gpu"
+    given = Variable(h, requires_grad=True)
+    with no_grad(), measure(device) as untaped:
+        out = layer(given)
+    recompute = untaped.peak - out.array.nbytes
+    del out
+    with measure(device) as taped:
+        out, kept = _kept_bytes(layer, given)
+    params = _parameters(out, given)
+    written = out.array.nbytes + h.nbytes + sum(p.array.nbytes for p in params)
+    end, = _GradientSource().apply(out)
+    del out
+    with measure(device) as backward:
+        grad([end], [given, *params], allow_unused=True)
+    return max(0, taped.peak - kept), max(0, recompute), max(0, backward.peak - written)
+
+
+def _loss_workspace(loss: Callable[[Any], Any], h: Any) -> int:
+    """Bytes ``loss`` and its backward allocate on ``h`` beyond ``h``'s gradient."""
+    device = "cpu" if backend.get_array_module(h) is np else "gpu"
+    given = Variable(h, requires_grad=True)
+    with measure(device) as m:
+        grad([loss(given)], [given])
+    return max(0, m.peak - h.nbytes)
+
+
+def profile(layers: Sequence[Callable[[Any], Any]], x: Any, repeats: int = 1,
+            loss: Callable[[Any], Any] | None = None) -> Chain:
     """Run each layer taped on the previous layer's output and measure a Chain: forward and
     backward seconds (perf_counter; the least of ``repeats`` runs), input sizes, bytes kept
-    for backward, parameter-gradient bytes.  Parameters' ``.grad`` are left untouched, the
-    RNG state is restored and layers see ``config.in_recompute`` (so BatchNorm does not
-    update its running statistics).
+    for backward, parameter-gradient bytes, and the three workspaces (one more run of each
+    layer under :func:`memsave.memory.measure`).  With ``loss`` (the function that turns the
+    chain's output into the scalar you call backward on), its workspace is measured too.
+    Parameters' ``.grad`` are left untouched, the RNG state is restored and layers see
+    ``config.in_recompute`` (so BatchNorm does not update its running statistics).
 
     >>> import numpy as np, memsave.functions as F
     >>> chain = profile([F.tanh, F.tanh], np.ones((4, 4), dtype=np.float32))
@@ -513,26 +628,32 @@ def profile(layers: Sequence[Callable[[Any], Any]], x: Any, repeats: int = 1) ->
     _check_positive("repeats", repeats)
     h = (x if isinstance(x, Variable) else Variable(x)).array
     uf, ub, sizes, xbar, wgrad = [], [], [h.nbytes], [], []
+    workspaces = []
     state = random.get_state()
     try:
         with using_config("in_recompute", True):
             for layer in layers:
                 runs = [_profile_layer(layer, h) for _ in range(repeats)]
+                workspaces.append(_workspaces(layer, h))
                 h, _, _, kept, params = runs[-1]
                 uf.append(min(run[1] for run in runs))
                 ub.append(min(run[2] for run in runs))
                 xbar.append(kept)
                 wgrad.append(params)
                 sizes.append(h.nbytes)
+            after = 0 if loss is None else _loss_workspace(loss, h)
     finally:
         random.set_state(state)
-    return Chain(uf=uf, ub=ub, x=sizes, xbar=xbar, grad=wgrad)
+    fwd, recompute, bwd = (list(column) for column in zip(*workspaces))
+    return Chain(uf=uf, ub=ub, x=sizes, xbar=xbar, grad=wgrad, fwd_workspace=fwd,
+                 recompute_workspace=recompute, bwd_workspace=bwd, loss_workspace=after)
 
 
 def plan(layers: Sequence[Callable[[Any], Any]], x: Any, budget: int | str, *,
-         gradients: str = "kept") -> Schedule:
+         gradients: str = "kept", loss: Callable[[Any], Any] | None = None) -> Schedule:
     """:func:`profile` the layers on ``x``, then :func:`solve` for ``budget``; pass the
-    result to ``checkpoint_sequential(..., schedule=...)`` to run it every step.
+    result to ``checkpoint_sequential(..., schedule=...)`` to run it every step.  Give the
+    ``loss`` you apply to the chain's output to count its memory in the budget too.
 
     ``gradients="freed"`` plans for parameter gradients that do not stay in memory: an
     optimizer applied inside backward (``optimizer.step_in_backward()``) frees each one as
@@ -544,7 +665,7 @@ def plan(layers: Sequence[Callable[[Any], Any]], x: Any, budget: int | str, *,
     """
     if gradients not in ("kept", "freed"):
         raise ValueError(f"gradients must be 'kept' or 'freed', got {gradients!r}")
-    chain = profile(layers, x)
+    chain = profile(layers, x, loss=loss)
     if gradients == "freed":
         chain = dataclasses.replace(chain, grad=[0] * len(chain.uf))
     return solve(chain, budget)

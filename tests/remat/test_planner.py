@@ -1,5 +1,6 @@
 """memsave.planner: Revolve numbers and schedules, the rotor DP against brute force, profiling,
 and schedules executed by checkpoint_sequential (forward counts, gradients, measured peak)."""
+import dataclasses
 import warnings
 
 import numpy as np
@@ -266,7 +267,8 @@ def test_executed_forwards_equal_the_rotor_schedule():
 def test_budget_runs_the_plan_with_plain_gradients():
     model = Counted(8, width=5)
     plain = model.step(segments=1)
-    grads = model.step(budget=4096)
+    least = planner.minimum_budget(planner.profile(model.layers, model.x))[0]
+    grads = model.step(budget=least)
     for a, b in zip(plain, grads):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 
@@ -303,57 +305,66 @@ def _workload_peak(workload, **how):
     return m.peak
 
 
+def _loss(h):
+    return (h * h).sum()
+
+
 @pytest.fixture(scope="module")
 def mlp_plan():
-    """Workload W scaled down (16 layers, batch 512): its chain and one layer's transient workspace."""
+    """Workload W scaled down (16 layers, batch 512) and its profiled chain."""
     workload = bench.make_workload("mlp", depth=16, batch=512)
-    profiled = planner.profile(workload.layers, workload.x)
+    profiled = planner.profile(workload.layers, workload.x, loss=_loss)
     # profiled bytes, equal times: the plans must not depend on how busy the machine is
-    chain = Chain(uf=[1.0] * 16, ub=[2.0] * 16, x=profiled.x, xbar=profiled.xbar, grad=profiled.grad)
-    # one layer's transient workspace: its measured plain peak beyond the model's prediction
-    single = bench.make_workload("mlp", depth=1, batch=512)
-    measured = _workload_peak(single, segments=1)
-    one = Chain(uf=chain.uf[:1], ub=chain.ub[:1], x=chain.x[:2], xbar=chain.xbar[:1], grad=chain.grad[:1])
-    workspace = measured - planner.simulate((0,), one)[1]
-    return workload, chain, workspace
+    return workload, dataclasses.replace(profiled, uf=[1.0] * 16, ub=[2.0] * 16)
+
+
+def test_profile_measures_the_workspaces(mlp_plan):
+    _, chain = mlp_plan
+    activation = chain.x[1]
+    # Linear + tanh: the linear's output lives next to tanh's in forward; backward's
+    # temporaries die before the input's gradient is written; the loss squares its input
+    assert all(0.95 * activation <= w <= 1.1 * activation for w in chain.fwd_workspace)
+    assert all(0.95 * activation <= w <= 1.1 * activation for w in chain.recompute_workspace)
+    assert all(w <= 0.1 * activation for w in chain.bwd_workspace)
+    assert 0.95 * activation <= chain.loss_workspace <= 3.1 * activation
 
 
 def test_measured_peak_stays_within_the_budget(mlp_plan):
-    """The documented bound: measured peak <= 1.05 x budget + one layer's transient workspace.
-
-    Needs nested checkpoints to drop an inner checkpoint's input (multi-level plans)."""
-    workload, chain, workspace = mlp_plan
+    """The profiled model predicts the measured peak within a few percent, so plans stay
+    within their budget (up to the Python objects of the graph, well under 2 %)."""
+    workload, chain = mlp_plan
     least = planner.minimum_budget(chain)[0]
     plain = planner.simulate(tuple(range(16)), chain)[1]
-    assert 0 < workspace < 3 * chain.x[0]
     for budget in np.linspace(least, plain, 4).astype(int):
         schedule = planner.solve(chain, int(budget))
         peak = _workload_peak(workload, schedule=schedule)
         assert workload.forwards == 16 + schedule.extra_forwards
-        assert peak <= 1.05 * budget + workspace, (budget, schedule.peak_bytes, peak)
-        assert peak >= 0.8 * schedule.peak_bytes, (budget, schedule.peak_bytes, peak)
+        assert peak <= 1.02 * budget, (budget, schedule.peak_bytes, peak)
+        assert peak >= 0.95 * schedule.peak_bytes, (budget, schedule.peak_bytes, peak)
 
 
 @pytest.mark.parametrize("slots", [2, 3, 4])
 def test_measured_peak_of_multi_level_revolve_matches_the_model(mlp_plan, slots):
     """Revolve with few slots nests checkpoints several levels deep: an inner checkpoint's
     input must be dropped by the enclosing one, as the model assumes."""
-    workload, chain, workspace = mlp_plan
+    workload, chain = mlp_plan
     schedule = planner.revolve(16, slots)
     predicted = planner.simulate(schedule.steps, chain)[1]
     peak = _workload_peak(workload, schedule=schedule)
     assert workload.forwards == 16 + schedule.extra_forwards
-    assert peak <= 1.05 * predicted + workspace, (predicted, peak)
+    assert 0.95 * predicted <= peak <= 1.02 * predicted, (predicted, peak)
 
 
-def test_plans_beat_sqrt_segments_at_their_memory(mlp_plan):
-    workload, chain, workspace = mlp_plan
+def test_plans_match_sqrt_segments_at_their_memory(mlp_plan):
+    """sqrt segments are on the optimal frontier of this homogeneous chain: at their measured
+    peak the optimal plan needs as many extra forwards, no more."""
+    workload, chain = mlp_plan
     sqrt_peak = _workload_peak(workload, segments="sqrt")
     sqrt_forwards = workload.forwards
     schedule = planner.solve(chain, sqrt_peak)
     peak = _workload_peak(workload, schedule=schedule)
-    assert workload.forwards < sqrt_forwards
-    assert peak <= 1.05 * sqrt_peak + workspace
+    assert workload.forwards <= sqrt_forwards
+    assert peak <= 1.02 * sqrt_peak
 
 
 def test_budget_below_the_gradients_is_met_with_the_optimizer_inside_backward(mlp_plan):
@@ -361,9 +372,9 @@ def test_budget_below_the_gradients_is_met_with_the_optimizer_inside_backward(ml
     (optimizer.step_in_backward()), they leave it to activations: plan with gradients='freed'."""
     from memsave.optim import SGD
 
-    workload, chain, workspace = mlp_plan
+    workload, chain = mlp_plan
     least_kept = planner.minimum_budget(chain)[0]
-    freed = Chain(uf=chain.uf, ub=chain.ub, x=chain.x, xbar=chain.xbar, grad=[0] * 16)
+    freed = dataclasses.replace(chain, grad=[0] * 16)
     budget = (planner.minimum_budget(freed)[0] + least_kept) // 2
     assert budget < least_kept
     with pytest.raises(ValueError, match="minimum"):
@@ -376,6 +387,6 @@ def test_budget_below_the_gradients_is_met_with_the_optimizer_inside_backward(ml
     finally:
         optimizer.stop_step_in_backward()
     assert workload.forwards == 16 + schedule.extra_forwards
-    assert peak <= 1.05 * budget + workspace, (budget, schedule.peak_bytes, peak)
+    assert peak <= 1.02 * budget, (budget, schedule.peak_bytes, peak)
     with pytest.raises(ValueError, match="gradients must be 'kept' or 'freed'"):
         planner.plan(workload.layers, workload.x, budget, gradients="dropped")
