@@ -7,12 +7,20 @@ live bytes of one step (tracemalloc), the layer forwards executed, and step time
 interleaved round by round with plain and sqrt segments (ratios: min and median).
 Also solves for sqrt segments' measured peak and for half of it (the issue's targets).
 
+``--vs-sqrt N`` instead runs the head-to-head at sqrt segments' measured peak: the plan for
+that budget against sqrt segments, N alternating pairs of steps, timed in wall and process
+CPU seconds (CPU time is what a busy machine disturbs least); it reports min and median of
+each and in how many pairs the plan was the faster.  ``--gradients freed`` runs both with an
+SGD update inside backward (``optimizer.step_in_backward()``) and plans for it.
+
     python benchmarks/planner_bench.py [--workload mlp|cnn|transformer] [--repeats 5]
         [--profile-repeats 1] [--depth D] [--batch B]      (sizes default to bench's)
+    python benchmarks/planner_bench.py --vs-sqrt 30 [--gradients kept|freed]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 import warnings
@@ -23,11 +31,15 @@ from memsave.memory import MiB, measure
 from memsave.remat.sequential import segment_bounds
 
 
+def loss_of(h: ms.Variable) -> ms.Variable:
+    return (h * h).sum() * (1.0 / h.size)
+
+
 def step(workload: bench.Workload, how: dict) -> None:
     for p in workload.parameters:
         p.cleargrad()
     h = ms.checkpoint_sequential(workload.counted(), workload.x, **how)
-    loss = (h * h).sum() * (1.0 / h.size)
+    loss = loss_of(h)
     del h
     loss.backward()
 
@@ -47,13 +59,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0)
     parser.add_argument("--workload", choices=bench.WORKLOADS, default="mlp")
     parser.add_argument("--profile-repeats", type=int, default=1)
+    parser.add_argument("--vs-sqrt", type=int, default=0, metavar="PAIRS")
+    parser.add_argument("--gradients", choices=("kept", "freed"), default="kept")
     args = parser.parse_args()
     warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
     workload = bench.make_workload(args.workload, depth=args.depth, batch=args.batch)
+    if args.vs_sqrt:
+        versus_sqrt(workload, args.vs_sqrt, args.gradients, args.profile_repeats)
+        return
     n = len(workload.layers)
 
     start = time.perf_counter()
-    chain = planner.profile(workload.layers, workload.x, repeats=args.profile_repeats)
+    chain = planner.profile(workload.layers, workload.x, repeats=args.profile_repeats, loss=loss_of)
     print(f"{args.workload}, {n} layers; profile ({args.profile_repeats} runs per layer): "
           f"{time.perf_counter() - start:.2f} s; x {chain.x[0] / MiB:.2f} MiB, "
           f"xbar {chain.xbar[0] / MiB:.2f} MiB, grad {chain.grad[0] / MiB:.3f} MiB per layer")
@@ -107,6 +124,44 @@ def main() -> None:
           f"| {ratio('sqrt segments')} | - |")
     print(f"| plain | - | {plain_model / MiB:.1f} | {plain_peak / MiB:.1f} | - | 0 / 0 | 0 "
           "| 1.00 / 1.00 | - |")
+
+
+def versus_sqrt(workload: bench.Workload, pairs: int, gradients: str, profile_repeats: int) -> None:
+    """The plan at sqrt segments' measured peak against sqrt segments, step for step."""
+    optimizer = ms.optim.SGD(workload.parameters, lr=1e-6)
+    if gradients == "freed":
+        optimizer.step_in_backward()
+    chain = planner.profile(workload.layers, workload.x, repeats=profile_repeats, loss=loss_of)
+    if gradients == "freed":
+        chain = dataclasses.replace(chain, grad=[0] * chain.n_layers)
+    sqrt_peak, sqrt_forwards = peak_and_forwards(workload, {"segments": "sqrt"})
+    schedule = planner.solve(chain, sqrt_peak)
+    peak, forwards = peak_and_forwards(workload, {"schedule": schedule})
+    n = len(workload.layers)
+    print(f"gradients {gradients}; budget = sqrt segments' measured peak {sqrt_peak / MiB:.2f} MiB")
+    print(f"sqrt segments: extra forwards {sqrt_forwards - n}, peak {sqrt_peak / MiB:.2f} MiB")
+    print(f"plan: extra forwards {forwards - n} (predicted {schedule.extra_forwards}), peak "
+          f"{peak / MiB:.2f} MiB (predicted {schedule.peak_bytes / MiB:.2f}), "
+          f"{schedule.peak_slots} stored inputs")
+    configs = {"sqrt segments": {"segments": "sqrt"}, "plan": {"schedule": schedule}}
+    wall: dict[str, list[float]] = {label: [] for label in configs}
+    cpu: dict[str, list[float]] = {label: [] for label in configs}
+    for k in range(pairs):
+        order = list(configs) if k % 2 == 0 else list(reversed(configs))
+        for label in order:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step(workload, configs[label])
+            wall[label].append(time.perf_counter() - start)
+            cpu[label].append(time.process_time() - start_cpu)
+    for name, times in (("wall", wall), ("cpu", cpu)):
+        wins = sum(p < s for p, s in zip(times["plan"], times["sqrt segments"]))
+        print(f"{name} ms: sqrt min {min(times['sqrt segments']) * 1e3:.1f} median "
+              f"{statistics.median(times['sqrt segments']) * 1e3:.1f}; plan min "
+              f"{min(times['plan']) * 1e3:.1f} median {statistics.median(times['plan']) * 1e3:.1f}; "
+              f"plan/sqrt min {min(times['plan']) / min(times['sqrt segments']):.3f} median "
+              f"{statistics.median(times['plan']) / statistics.median(times['sqrt segments']):.3f}; "
+              f"plan faster in {wins} of {pairs} pairs")
+    optimizer.stop_step_in_backward()
 
 
 if __name__ == "__main__":

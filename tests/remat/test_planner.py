@@ -10,6 +10,7 @@ import memsave as ms
 import memsave.functions as F
 from memsave import bench, planner
 from memsave.memory import measure
+from memsave.remat.sequential import segment_bounds
 
 Chain, Checkpoint = planner.Chain, planner.Checkpoint
 
@@ -111,7 +112,9 @@ def _all_plans(start, stop):
 
 def _random_chain(rng, n):
     return Chain(uf=rng.integers(1, 6, n), ub=rng.integers(1, 9, n), x=rng.integers(1, 6, n + 1),
-                 xbar=rng.integers(1, 9, n), grad=rng.integers(0, 3, n))
+                 xbar=rng.integers(1, 9, n), grad=rng.integers(0, 3, n),
+                 fwd_workspace=rng.integers(0, 4, n), recompute_workspace=rng.integers(0, 4, n),
+                 bwd_workspace=rng.integers(0, 4, n), loss_workspace=int(rng.integers(0, 6)))
 
 
 def test_solve_matches_brute_force_on_small_chains():
@@ -157,6 +160,22 @@ def test_predicted_time_falls_as_the_budget_grows():
     assert all(later <= earlier + 1e-9 for earlier, later in zip(times, times[1:]))
     assert times[-1] == pytest.approx(sum(chain.uf) + sum(chain.ub))
     assert times[0] > times[-1]
+
+
+def test_sqrt_segments_are_optimal_on_an_equal_chain():
+    """On 64 equal layers (workload W's sizes in units of 256 KiB: activations 8, parameter
+    gradients 1, a workspace of one activation) no schedule fits in sqrt segments' peak with
+    fewer extra forwards than its 56: the exact DP ties it, and one unit less costs more."""
+    n = 64
+    chain = Chain(uf=[1] * n, ub=[2] * n, x=[8] * (n + 1), xbar=[8] * n, grad=[1] * n,
+                  fwd_workspace=[8] * n, recompute_workspace=[8] * n, loss_workspace=16)
+    bounds = segment_bounds(n, "sqrt")
+    sqrt = (*(Checkpoint(a, b, tuple(range(a, b))) for a, b in bounds[:-1]), *range(*bounds[-1]))
+    _, peak = planner.simulate(sqrt, chain)
+    assert planner.revolve(n, 8).extra_forwards > planner.solve(chain, peak).extra_forwards == 56
+    assert planner.solve(chain, peak - 1).extra_forwards > 56
+    freed = dataclasses.replace(chain, grad=[0] * n)  # gradients freed inside backward: slack
+    assert planner.solve(freed, planner.simulate(sqrt, freed)[1]).extra_forwards < 56
 
 
 def test_infeasible_budget_states_the_minimum():
