@@ -24,6 +24,8 @@ Variables and returns input gradients built from memsave functions, so
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy
@@ -41,12 +43,17 @@ class FunctionNode:
     inputs: tuple[VariableNode, ...] = ()
     outputs: tuple[weakref.ref, ...] = ()
     generation = 0
+    overwritable_grads: tuple[int, ...] = ()
+    """Outputs whose gradient backward may write its result into when the engine hands it
+    over (memsave.core.backprop: in-place gradients)."""
+    _retained_out: Mapping[int, SavedArray] = MappingProxyType({})   # replaced, never mutated
 
     # ----- forward ----------------------------------------------------------------
     def apply(self, *inputs: Any) -> tuple[Variable, ...]:
         """Run forward on Variables (or arrays) and, when recording, link the graph."""
         in_vars = [x if isinstance(x, Variable) else as_variable(x) for x in inputs]
-        recording = is_grad_enabled() and any([x._node.requires_grad for x in in_vars])
+        in_nodes = tuple([x._node for x in in_vars])
+        recording = is_grad_enabled() and any([node.requires_grad for node in in_nodes])
         self._recording = recording
         self._forward_inputs = in_vars
         self._saved: list[SavedArray] | None = []
@@ -61,13 +68,13 @@ class FunctionNode:
                                  lambda: _as_arrays(self.forward(*[x._array for x in in_vars])))
         finally:
             self._forward_inputs = ()
-        outputs = tuple([Variable._of_output(y, recording) for y in ys])
-        if recording:
-            self.generation = max([x._node.generation for x in in_vars])
-            self.inputs = tuple([x._node for x in in_vars])
-            for y in outputs:
-                y.node.set_creator(self)
-            self.outputs = tuple(weakref.ref(y.node) for y in outputs)
+        if not recording:
+            return tuple([Variable._of_output(y, None) for y in ys])
+        self.generation = max([node.generation for node in in_nodes])
+        self.inputs = in_nodes
+        outputs = tuple([Variable._of_output(y, self) for y in ys])
+        self.outputs = tuple([weakref.ref(y._node) for y in outputs])
+        if self._retain_out:
             self._retained_out = {i: self._pack(ys[i]) for i in self._retain_out}
         return outputs
 
@@ -102,7 +109,7 @@ class FunctionNode:
             return
         for i in indexes:
             x = self._forward_inputs[i]
-            self._retained_in[i] = self._pack(x.array, by_reference=x.creator is None)
+            self._retained_in[i] = self._pack(x._array, by_reference=x._node.creator is None)
 
     def retain_outputs(self, *indexes: int) -> None:
         """Keep these outputs for backward; read them with :meth:`retained_outputs`."""
@@ -124,8 +131,9 @@ class FunctionNode:
     def retained_inputs(self) -> tuple[Variable, ...]:
         """The retained inputs as Variables on their original graph nodes."""
         self._check_alive()
-        return tuple(Variable._on_node(self._retained_in[i].get(self.label, f"input {i}"), self.inputs[i])
-                     for i in sorted(self._retained_in))
+        retained, nodes = self._retained_in, self.inputs
+        return tuple([Variable._on_node(retained[i].get(self, "input", i), nodes[i])
+                      for i in sorted(retained)])
 
     def retained_outputs(self) -> tuple[Variable, ...]:
         """The retained outputs as Variables on their graph nodes.
@@ -136,11 +144,10 @@ class FunctionNode:
         self._check_alive()
         result = []
         for i in sorted(self._retained_out):
-            array = self._retained_out[i].get(self.label, f"output {i}")
+            array = self._retained_out[i].get(self, "output", i)
             node = self.outputs[i]()
             if node is None:
-                var = Variable._of_output(array, True)
-                var.node.set_creator(self)
+                var = Variable._of_output(array, self)
                 self.outputs = self.outputs[:i] + (weakref.ref(var.node),) + self.outputs[i + 1:]
             else:
                 var = Variable._on_node(array, node)
@@ -151,7 +158,7 @@ class FunctionNode:
     def saved(self) -> tuple[Any, ...]:
         """The arrays stored with :meth:`save_for_backward`, in order."""
         self._check_alive()
-        return tuple(s.get(self.label, f"saved array {k}") for k, s in enumerate(self._saved))
+        return tuple([s.get(self, "saved array", k) for k, s in enumerate(self._saved)])
 
     def release(self) -> None:
         """Drop everything kept for backward (called by backward unless retain_graph)."""

@@ -1,7 +1,7 @@
 """SavedArray: one array kept for backward, and the check that nobody wrote into it since.
 
 NumPy arrays carry no version counter, so an array is *stamped* when it is kept: a
-copy of a few evenly spaced elements, the first and last included.  Reading it back
+copy of 16 evenly spaced elements, the first and last included (all of a smaller array).  Reading it back
 compares them, and an array written in place in between (``x.array[...] = 0``, an
 optimizer step before backward) raises :class:`~memsave.errors.InPlaceError` naming
 the op and the array, instead of giving a wrong gradient.  Writes that touch none of
@@ -11,10 +11,10 @@ the sampled elements go unseen; every whole-array update is caught.
 >>> a = np.arange(4.0)
 >>> kept = SavedArray(a)
 >>> a[...] = 7
->>> kept.get("Tanh", "its output")
+>>> kept.get("Tanh", "output", 0)
 Traceback (most recent call last):
 ...
-memsave.errors.InPlaceError: Tanh: its output (shape (4,), float64), saved for backward, ...
+memsave.errors.InPlaceError: Tanh: output 0 (shape (4,), float64), saved for backward, ...
 """
 from __future__ import annotations
 
@@ -41,10 +41,12 @@ def stamp(array: Any) -> Any:
     True
     """
     if type(array) is numpy.ndarray:                     # the common case, kept short
-        if array.size == 0:
-            return None
-        flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")
-        return flat.take(_sample_positions(array.size)).tobytes()
+        size = array.size
+        if size <= _SAMPLES:
+            return array.tobytes() if size else None
+        if array.flags.c_contiguous:                     # take() reads it flat, without a copy
+            return array.take(_sample_positions(size)).tobytes()
+        return array.ravel(order="K").take(_sample_positions(size)).tobytes()
     if not backend.is_array(array) or array.size == 0:
         return None
     flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")
@@ -54,7 +56,7 @@ def stamp(array: Any) -> Any:
 class SavedArray:
     """An array kept for backward: the array itself (stamped), or a saved-array hook's packed form.
 
-    >>> SavedArray(numpy.ones(2)).get("Exp", "its input")
+    >>> SavedArray(numpy.ones(2)).get("Exp", "input", 0)
     array([1., 1.])
     """
 
@@ -65,11 +67,16 @@ class SavedArray:
         self.unpack = unpack
         self.stamp = stamp(packed) if unpack is None else None
 
-    def get(self, owner: str, role: str) -> Any:
-        """The array; ``owner`` and ``role`` name it if it was modified in place."""
+    def get(self, owner: Any, role: str, index: int | None = None) -> Any:
+        """The array.  If it was modified in place, the error names it as ``role`` (and
+        ``index``) of ``owner``: a name, or an op or checkpoint with a ``label``.  Both are
+        formatted only then, so reading stays cheap."""
         if self.unpack is not None:
             return self.unpack(self.packed)
-        check_unmodified(self.packed, self.stamp, owner, role)
+        if self.stamp is not None and stamp(self.packed) != self.stamp:
+            name = owner if isinstance(owner, str) else owner.label
+            check_unmodified(self.packed, self.stamp, name,
+                             role if index is None else f"{role} {index}")
         return self.packed
 
 

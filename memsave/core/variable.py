@@ -103,12 +103,16 @@ class Variable:
         self._node = VariableNode(self, array, requires_grad, name)
 
     @classmethod
-    def _of_output(cls, array: Any, requires_grad: bool) -> Variable:
-        """An op's output: the array is known to be valid, so nothing is checked."""
+    def _of_output(cls, array: Any, creator: FunctionNode | None) -> Variable:
+        """An op's output (``creator`` None: computed without recording a graph).  The array is
+        known to be valid, so nothing is checked."""
         var = cls.__new__(cls)
         var._array = array
         var._grad_var = None
-        var._node = VariableNode(var, array, requires_grad, None)
+        node = var._node = VariableNode(var, array, creator is not None, None)
+        if creator is not None:
+            node.creator = creator
+            node.generation = creator.generation + 1
         return var
 
     @classmethod
