@@ -7,15 +7,16 @@ live bytes of one step (tracemalloc), the layer forwards executed, and step time
 interleaved round by round with plain and sqrt segments (ratios: min and median).
 Also solves for sqrt segments' measured peak and for half of it (the issue's targets).
 
-``--vs-sqrt N`` instead runs the head-to-head at sqrt segments' measured peak: the plan for
-that budget against sqrt segments, N alternating pairs of steps, timed in wall and process
+``--vs-sqrt N`` instead runs the head-to-head at sqrt segments' measured peak (or at
+``--segments K`` segments'): the plan for that budget against those segments, N alternating
+pairs of steps, timed in wall and process
 CPU seconds (CPU time is what a busy machine disturbs least); it reports min and median of
 each and in how many pairs the plan was the faster.  ``--gradients freed`` runs both with an
 SGD update inside backward (``optimizer.step_in_backward()``) and plans for it.
 
     python benchmarks/planner_bench.py [--workload mlp|cnn|transformer] [--repeats 5]
         [--profile-repeats 1] [--depth D] [--batch B]      (sizes default to bench's)
-    python benchmarks/planner_bench.py --vs-sqrt 30 [--gradients kept|freed]
+    python benchmarks/planner_bench.py --vs-sqrt 30 [--gradients kept|freed] [--segments K]
 """
 from __future__ import annotations
 
@@ -61,11 +62,13 @@ def main() -> None:
     parser.add_argument("--profile-repeats", type=int, default=1)
     parser.add_argument("--vs-sqrt", type=int, default=0, metavar="PAIRS")
     parser.add_argument("--gradients", choices=("kept", "freed"), default="kept")
+    parser.add_argument("--segments", default="sqrt", help="segments for --vs-sqrt (default sqrt)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
     workload = bench.make_workload(args.workload, depth=args.depth, batch=args.batch)
     if args.vs_sqrt:
-        versus_sqrt(workload, args.vs_sqrt, args.gradients, args.profile_repeats)
+        segments = args.segments if args.segments == "sqrt" else int(args.segments)
+        versus_segments(workload, segments, args.vs_sqrt, args.gradients, args.profile_repeats)
         return
     n = len(workload.layers)
 
@@ -77,7 +80,7 @@ def main() -> None:
     least = planner.minimum_budget(chain)[0]
     plain_model = planner.simulate(tuple(range(n)), chain)[1]
     plain_peak, _ = peak_and_forwards(workload, {"segments": 1})
-    sqrt_peak, sqrt_forwards = peak_and_forwards(workload, {"segments": "sqrt"})
+    sqrt_peak, sqrt_forwards = peak_and_forwards(workload, {"segments": segments})
     print(f"minimum budget {least / MiB:.1f} MiB; plain: model {plain_model / MiB:.1f} MiB, "
           f"measured {plain_peak / MiB:.1f} MiB; sqrt measured {sqrt_peak / MiB:.1f} MiB")
 
@@ -126,24 +129,25 @@ def main() -> None:
           "| 1.00 / 1.00 | - |")
 
 
-def versus_sqrt(workload: bench.Workload, pairs: int, gradients: str, profile_repeats: int) -> None:
-    """The plan at sqrt segments' measured peak against sqrt segments, step for step."""
+def versus_segments(workload: bench.Workload, segments: int | str, pairs: int, gradients: str,
+                    profile_repeats: int) -> None:
+    """The plan at the segments' measured peak against those segments, step for step."""
     optimizer = ms.optim.SGD(workload.parameters, lr=1e-6)
     if gradients == "freed":
         optimizer.step_in_backward()
     chain = planner.profile(workload.layers, workload.x, repeats=profile_repeats, loss=loss_of)
     if gradients == "freed":
         chain = dataclasses.replace(chain, grad=[0] * chain.n_layers)
-    sqrt_peak, sqrt_forwards = peak_and_forwards(workload, {"segments": "sqrt"})
+    sqrt_peak, sqrt_forwards = peak_and_forwards(workload, {"segments": segments})
     schedule = planner.solve(chain, sqrt_peak)
     peak, forwards = peak_and_forwards(workload, {"schedule": schedule})
     n = len(workload.layers)
-    print(f"gradients {gradients}; budget = sqrt segments' measured peak {sqrt_peak / MiB:.2f} MiB")
-    print(f"sqrt segments: extra forwards {sqrt_forwards - n}, peak {sqrt_peak / MiB:.2f} MiB")
+    print(f"gradients {gradients}; budget = {segments} segments' measured peak {sqrt_peak / MiB:.2f} MiB")
+    print(f"{segments} segments: extra forwards {sqrt_forwards - n}, peak {sqrt_peak / MiB:.2f} MiB")
     print(f"plan: extra forwards {forwards - n} (predicted {schedule.extra_forwards}), peak "
           f"{peak / MiB:.2f} MiB (predicted {schedule.peak_bytes / MiB:.2f}), "
           f"{schedule.peak_slots} stored inputs")
-    configs = {"sqrt segments": {"segments": "sqrt"}, "plan": {"schedule": schedule}}
+    configs = {"sqrt segments": {"segments": segments}, "plan": {"schedule": schedule}}
     wall: dict[str, list[float]] = {label: [] for label in configs}
     cpu: dict[str, list[float]] = {label: [] for label in configs}
     for k in range(pairs):
@@ -155,10 +159,10 @@ def versus_sqrt(workload: bench.Workload, pairs: int, gradients: str, profile_re
             cpu[label].append(time.process_time() - start_cpu)
     for name, times in (("wall", wall), ("cpu", cpu)):
         wins = sum(p < s for p, s in zip(times["plan"], times["sqrt segments"]))
-        print(f"{name} ms: sqrt min {min(times['sqrt segments']) * 1e3:.1f} median "
+        print(f"{name} ms: segments min {min(times['sqrt segments']) * 1e3:.1f} median "
               f"{statistics.median(times['sqrt segments']) * 1e3:.1f}; plan min "
               f"{min(times['plan']) * 1e3:.1f} median {statistics.median(times['plan']) * 1e3:.1f}; "
-              f"plan/sqrt min {min(times['plan']) / min(times['sqrt segments']):.3f} median "
+              f"plan/segments min {min(times['plan']) / min(times['sqrt segments']):.3f} median "
               f"{statistics.median(times['plan']) / statistics.median(times['sqrt segments']):.3f}; "
               f"plan faster in {wins} of {pairs} pairs")
     optimizer.stop_step_in_backward()

@@ -586,27 +586,32 @@ def _workspaces(layer: Callable[[Any], Any], h: Any) -> tuple[int, int, int]:
     backward (whose output gradient and saved arrays go as soon as the engine is done)."""
     device = "cpu" if backend.get_array_module(h) is np else "gpu"
     given = Variable(h, requires_grad=True)
-    with no_grad(), measure(device) as untaped:
-        out = layer(given)
-    recompute = untaped.peak - out.array.nbytes
-    del out
-    with measure(device) as taped:
-        out, kept = _kept_bytes(layer, given)
-    params = _parameters(out, given)
-    written = out.array.nbytes + h.nbytes + sum(p.array.nbytes for p in params)
-    end, = _GradientSource().apply(out)
-    del out
-    with measure(device) as backward:
-        grad([end], [given, *params], allow_unused=True)
+    # one enclosing measurement: tracemalloc must have seen the saved arrays allocated to
+    # see them freed during backward
+    with measure(device):
+        with no_grad(), measure(device) as untaped:
+            out = layer(given)
+        recompute = untaped.peak - out.array.nbytes
+        del out
+        with measure(device) as taped:
+            out, kept = _kept_bytes(layer, given)
+        params = _parameters(out, given)
+        written = out.array.nbytes + h.nbytes + sum(p.array.nbytes for p in params)
+        end, = _GradientSource().apply(out)
+        del out
+        with measure(device) as backward:
+            grad([end], [given, *params], allow_unused=True)
     return max(0, taped.peak - kept), max(0, recompute), max(0, backward.peak - written)
 
 
 def _loss_workspace(loss: Callable[[Any], Any], h: Any) -> int:
-    """Bytes ``loss`` and its backward allocate on ``h`` beyond ``h``'s gradient."""
+    """Bytes ``loss`` and its backward allocate on ``h`` beyond ``h``'s gradient (measured
+    on the second run: a first run also allocates one-time caches)."""
     device = "cpu" if backend.get_array_module(h) is np else "gpu"
+    loss(Variable(h, requires_grad=True)).backward()
     given = Variable(h, requires_grad=True)
     with measure(device) as m:
-        grad([loss(given)], [given])
+        loss(given).backward()
     return max(0, m.peak - h.nbytes)
 
 
