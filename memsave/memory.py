@@ -117,6 +117,10 @@ def measure(device: str = "cpu") -> contextlib.AbstractContextManager[Measuremen
     """Peak and final live bytes of a block, relative to its start (``device``: cpu or gpu).
 
     Blocks nest: an outer measure still sees the peaks reached inside an inner one.
+    On the CPU, tracemalloc only sees arrays allocated while it traces: an array created
+    before the outermost ``measure`` started and freed inside it does not lower the
+    figures.  To measure a backward pass alone, open an outer ``measure`` before the
+    forward and an inner one around ``backward()``.
 
     >>> with measure() as m:
     ...     keep = bytearray(4096)
