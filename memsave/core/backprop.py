@@ -6,6 +6,21 @@ gradient is dropped as soon as its function has used it, and each function's
 saved arrays are released right after its backward unless ``retain_graph``.
 Broadcast gradients are reduced to the input's shape here, once, not per op.
 
+In-place gradients.  An op whose backward can write its input gradient into the buffer of
+an output gradient (tanh, sigmoid, (leaky) relu, gelu, dropout, layer/batch norm: same
+shape, elementwise or row by row) lists those outputs in ``overwritable_grads``.  Before
+calling such a backward, the engine hands over each listed gradient that it alone holds,
+and the op asks :func:`handed_over` before writing into it.  The engine hands a gradient
+over only when all of this holds: no ``create_graph`` (a recorded op would keep it); its
+Variable is referenced by the engine's list and nothing else (not a retained ``.grad``,
+not a leaf's ``.grad``, not another gradient entry, not a ``grad()`` target, not a user's
+``grad_outputs``); its array is referenced by that Variable alone (no other Variable, no
+view, no saved array, no hook's copy of ``.grad``) and owns its memory, C-contiguous (it is
+not a view of a shared buffer).  Reference counts are compared with those of a Variable
+known to be held once, measured through the same function (``_SOLE_HOLDERS``).  In the
+same way, a gradient that reaches a node twice is summed into the first one's buffer when
+the engine alone holds it.
+
 >>> import numpy as np, memsave as ms
 >>> x = ms.Variable(np.array(3.0))
 >>> y = x ** 3
@@ -18,8 +33,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
+
+import numpy
 
 from memsave import backend
 from memsave.config import using_config
@@ -85,6 +104,62 @@ def _fit(f: FunctionNode, i: int, gx: Variable, node: VariableNode) -> Variable:
     return gx if gx.dtype == node.dtype else cast(gx, node.dtype)
 
 
+# ----- in-place gradients -----------------------------------------------------------------
+_HANDED_OVER: ContextVar[tuple[Variable, ...]] = ContextVar("memsave_handed_over", default=())
+
+
+def handed_over(gy: Variable | None) -> bool:
+    """Whether backward() handed ``gy`` over to the op whose backward is running: the engine
+    alone holds its array, so the op may write its input gradient into it (and must not read
+    ``gy`` afterwards).  Only outputs an op lists in ``overwritable_grads`` are handed over.
+
+    >>> import numpy as np
+    >>> handed_over(Variable(np.ones(2)))
+    False
+    """
+    return gy is not None and any(gy is g for g in _HANDED_OVER.get())
+
+
+def _holders(container: Any, key: Any) -> tuple[int, int]:
+    """sys.getrefcount of the Variable ``container[key]`` and of its array, seen from here."""
+    var = container[key]
+    return sys.getrefcount(var), sys.getrefcount(var._array)
+
+
+_SOLE_HOLDERS = _holders([Variable(numpy.empty(1), requires_grad=False)], 0)
+"""What :func:`_holders` reports for a Variable that one list holds and nothing else, whose
+array nothing else holds (measured, so it is right on any CPython version)."""
+
+
+def _sole(container: Any, key: Any) -> bool:
+    """Whether the gradient ``container[key]`` is the engine's alone: one reference to its
+    Variable, one to its array, and the array owns its memory (it is no view), C-contiguous
+    and writeable."""
+    if _holders(container, key) != _SOLE_HOLDERS:
+        return False
+    array = container[key]._array
+    flags = array.flags
+    return bool(flags.owndata and flags.c_contiguous
+                and (not isinstance(array, numpy.ndarray) or flags.writeable))
+
+
+def _to_hand_over(f: FunctionNode, gys: list) -> tuple[Variable, ...]:
+    """The output gradients ``f`` may overwrite: those it lists that the engine alone holds."""
+    return tuple(gys[i] for i in f.overwritable_grads if gys[i] is not None and _sole(gys, i))
+
+
+def _add_gradient(grads: dict[VariableNode, Variable], node: VariableNode, gx: Variable,
+                  create_graph: bool) -> None:
+    """``grads[node] += gx``: into the existing buffer when the engine alone holds it."""
+    if node not in grads:
+        grads[node] = gx
+    elif not create_graph and _sole(grads, node):
+        total = grads[node]._array
+        total += gx._array
+    else:
+        grads[node] = grads[node] + gx
+
+
 def _require_graph(outputs: Sequence[Any]) -> None:
     for y in outputs:
         if isinstance(y, Variable) and y.creator is None and not y.requires_grad:
@@ -142,6 +217,19 @@ def _accumulate_into_leaf(node: VariableNode, g: Variable, create_graph: bool) -
         hook(var)
 
 
+def _output_grads(f: FunctionNode, grads: dict[VariableNode, Variable], keep: set[VariableNode],
+                  retain_grad: bool) -> list[Variable | None]:
+    """The gradients of ``f``'s outputs, taken out of ``grads`` unless they are targets."""
+    gys = []
+    for ref in f.outputs:
+        node = ref()
+        gy = None if node is None else (grads.get(node) if node in keep else grads.pop(node, None))
+        if retain_grad and gy is not None and node.variable is not None:
+            node.variable.grad_var = gy
+        gys.append(gy)
+    return gys
+
+
 def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[VariableNode] | None,
          retain_graph: bool, create_graph: bool, retain_grad: bool) -> dict[VariableNode, Variable]:
     """Propagate gradients; return those of leaves (targets=None) or of the targets.
@@ -177,32 +265,33 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
     with using_config("enable_backprop", create_graph):
         while heap:
             f = heapq.heappop(heap)[2]
-            gys = []
-            for ref in f.outputs:
-                node = ref()
-                gy = None if node is None else (grads.get(node) if node in keep else grads.pop(node, None))
-                if retain_grad and gy is not None and node.variable is not None:
-                    node.variable.grad_var = gy
-                gys.append(gy)
+            gys = _output_grads(f, grads, keep, retain_grad)
             indexes = tuple(i for i, x in enumerate(f.inputs)
                             if x.requires_grad and (needed is None or x in needed))
             if not indexes or all(gy is None for gy in gys):
                 if readers:
                     handled(f)
                 continue
-            gxs = _checked_gradients(f, f.backward(indexes, *gys))
-            del gys
+            handed = () if create_graph or not f.overwritable_grads else _to_hand_over(f, gys)
+            if handed:
+                token = _HANDED_OVER.set(handed)
+                try:
+                    gxs = f.backward(indexes, *gys)
+                finally:
+                    _HANDED_OVER.reset(token)
+            else:
+                gxs = f.backward(indexes, *gys)
+            del gys, handed
+            gxs = _checked_gradients(f, gxs)
             if not retain_graph:
                 f.release()
             for i in indexes:
-                gx, node = gxs[i], f.inputs[i]
-                if gx is None:
-                    continue
-                gx = _fit(f, i, gx, node)
-                grads[node] = gx if node not in grads else grads[node] + gx
-                if retain_grad and node.creator is not None and node.variable is not None:
-                    node.variable.grad_var = grads[node]
-                push(node.creator)
+                if gxs[i] is not None:
+                    node = f.inputs[i]
+                    _add_gradient(grads, node, _fit(f, i, gxs[i], node), create_graph)
+                    if retain_grad and node.creator is not None and node.variable is not None:
+                        node.variable.grad_var = grads[node]
+                    push(node.creator)
             del gxs
             if readers:
                 handled(f)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy
 
 from memsave.backend import get_array_module
+from memsave.core.backprop import handed_over
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError
@@ -25,26 +26,59 @@ from memsave.functions.math import exp
 __all__ = ["tanh", "sigmoid", "relu", "leaky_relu", "gelu", "softmax", "log_softmax", "logsumexp"]
 
 
+_CHUNK = 1 << 16
+"""Elements per pass of a fused elementwise kernel on the CPU: its temporaries stay small
+(and in cache) instead of being x-sized."""
+
+
+def _elementwise(kernel: Any, x: Any, *others: Any, out: Any = None) -> Any:
+    """``kernel(x, *others)`` (a function of same-shaped arrays returning a new array) written
+    into ``out`` (default: a new array like x), chunk by chunk on the CPU.  ``out`` may be one
+    of the operands: each chunk is computed before it is written."""
+    xp = get_array_module(x)
+    flat = [a.reshape(-1) for a in (x, *others)]
+    if xp is not numpy:
+        if out is None:
+            return kernel(*flat).reshape(x.shape)
+        out[...] = kernel(*flat).reshape(x.shape)
+        return out
+    if out is None:
+        out = xp.empty(x.shape, dtype=x.dtype)
+    target = out.reshape(-1)
+    for i in range(0, target.size, _CHUNK):
+        target[i:i + _CHUNK] = kernel(*(a[i:i + _CHUNK] for a in flat))
+    return out
+
+
 class Tanh(FunctionNode):
+    overwritable_grads = (0,)
+
     def forward(self, x):
         self.retain_outputs(0)
         return get_array_module(x).tanh(x)
 
     def backward(self, indexes, gy):
         y, = self.retained_outputs()
-        return TanhGrad().apply(y, gy)[0]
+        return TanhGrad(handed_over(gy)).apply(y, gy)[0]
+
+
+def _times_tanh_slope(y: Any, gy: Any) -> Any:
+    gx = y * y
+    get_array_module(gx).subtract(1, gx, out=gx)
+    gx *= gy
+    return gx
 
 
 class TanhGrad(FunctionNode):
-    """``gy * (1 - y**2)`` in one buffer: the backward of tanh, itself differentiable."""
+    """``gy * (1 - y**2)`` in one buffer (gy's own when ``in_place``): the backward of tanh,
+    itself differentiable."""
+
+    def __init__(self, in_place=False):
+        self.in_place = in_place
 
     def forward(self, y, gy):
         self.retain_inputs(0, 1)
-        xp = get_array_module(y)
-        gx = xp.multiply(y, y, out=xp.empty_like(y))
-        xp.subtract(1, gx, out=gx)
-        xp.multiply(gx, gy, out=gx)
-        return gx
+        return _elementwise(_times_tanh_slope, y, gy, out=gy if self.in_place else None)
 
     def backward(self, indexes, ggx):
         y, gy = self.retained_inputs()
@@ -54,6 +88,8 @@ class TanhGrad(FunctionNode):
 
 
 class Sigmoid(FunctionNode):
+    overwritable_grads = (0,)
+
     def forward(self, x):
         self.retain_outputs(0)
         xp = get_array_module(x)
@@ -61,20 +97,49 @@ class Sigmoid(FunctionNode):
 
     def backward(self, indexes, gy):
         y, = self.retained_outputs()
-        return gy * y * (1 - y)
+        return SigmoidGrad(handed_over(gy)).apply(y, gy)[0]
+
+
+def _times_sigmoid_slope(y: Any, gy: Any) -> Any:
+    gx = 1 - y
+    gx *= y
+    gx *= gy
+    return gx
+
+
+class SigmoidGrad(FunctionNode):
+    """``gy * y * (1 - y)`` in one buffer (gy's own when ``in_place``): the backward of
+    sigmoid, itself differentiable."""
+
+    def __init__(self, in_place=False):
+        self.in_place = in_place
+
+    def forward(self, y, gy):
+        self.retain_inputs(0, 1)
+        return _elementwise(_times_sigmoid_slope, y, gy, out=gy if self.in_place else None)
+
+    def backward(self, indexes, ggx):
+        y, gy = self.retained_inputs()
+        g_y = ggx * gy * (1 - 2 * y) if 0 in indexes else None
+        g_gy = SigmoidGrad().apply(y, ggx)[0] if 1 in indexes else None
+        return g_y, g_gy
 
 
 class ReLU(FunctionNode):
+    overwritable_grads = (0,)
+
     def forward(self, x):
         self.retain_outputs(0)
         return get_array_module(x).maximum(x, 0)
 
     def backward(self, indexes, gy):
         y, = self.retained_outputs()
-        return gy * (y.array > 0).astype(gy.dtype)
+        return ReLUGrad(0.0, handed_over(gy)).apply(y, gy)[0]
 
 
 class LeakyReLU(FunctionNode):
+    overwritable_grads = (0,)
+
     def __init__(self, slope):
         self.slope = slope
 
@@ -88,7 +153,32 @@ class LeakyReLU(FunctionNode):
 
     def backward(self, indexes, gy):
         kept, = self.retained_outputs() if self.slope >= 0 else self.retained_inputs()
-        return gy * kept.xp.where(kept.array > 0, 1.0, self.slope).astype(gy.dtype)
+        return ReLUGrad(self.slope, handed_over(gy)).apply(kept, gy)[0]
+
+
+class ReLUGrad(FunctionNode):
+    """``gy`` times a (leaky) ReLU's slope, 1 where ``kept > 0`` and ``slope`` elsewhere, in
+    one buffer (gy's own when ``in_place``).  Linear in gy, constant in kept: its backward
+    is itself."""
+
+    def __init__(self, slope, in_place=False):
+        self.slope = slope
+        self.in_place = in_place
+
+    def forward(self, kept, gy):
+        self.retain_inputs(0)
+        one, slope = gy.dtype.type(1), gy.dtype.type(self.slope)
+
+        def kernel(k, g):
+            gx = get_array_module(k).where(k > 0, one, slope)
+            gx *= g
+            return gx
+
+        return _elementwise(kernel, kept, gy, out=gy if self.in_place else None)
+
+    def backward(self, indexes, ggx):
+        kept, = self.retained_inputs()
+        return None, ReLUGrad(self.slope).apply(kept, ggx)[0]
 
 
 # ----- the Gaussian CDF, for the exact GELU ---------------------------------------------
@@ -158,22 +248,6 @@ def _normal_cdf_array(x: Any) -> Any:
 
 
 _GELU_CUBIC = 0.044715
-_CHUNK = 1 << 16
-"""Elements per pass of a fused elementwise kernel on the CPU: its temporaries stay small
-(and in cache) instead of being x-sized."""
-
-
-def _elementwise(kernel: Any, x: Any, *others: Any) -> Any:
-    """``kernel(x, *others)`` (a function of same-shaped arrays returning a new array) into
-    one new array of x's shape, applied chunk by chunk on the CPU."""
-    xp = get_array_module(x)
-    flat = [a.reshape(-1) for a in (x, *others)]
-    if xp is not numpy:
-        return kernel(*flat).reshape(x.shape)
-    out = xp.empty_like(flat[0])
-    for i in range(0, out.size, _CHUNK):
-        out[i:i + _CHUNK] = kernel(*(a[i:i + _CHUNK] for a in flat))
-    return out.reshape(x.shape)
 
 
 def _square(x: Any) -> Any:
@@ -231,6 +305,8 @@ def _gelu_exact(x: Any) -> Any:
 
 
 class GELU(FunctionNode):
+    overwritable_grads = (0,)
+
     def __init__(self, approximate):
         self.approximate = approximate
 
@@ -240,18 +316,20 @@ class GELU(FunctionNode):
 
     def backward(self, indexes, gy):
         x, = self.retained_inputs()
-        return GELUGrad(self.approximate).apply(x, gy)[0]
+        return GELUGrad(self.approximate, handed_over(gy)).apply(x, gy)[0]
 
 
 class GELUGrad(FunctionNode):
-    """``gy * gelu'(x)`` in place in one buffer: the backward of GELU, itself differentiable."""
+    """``gy * gelu'(x)`` in one buffer (gy's own when ``in_place``): the backward of GELU,
+    itself differentiable."""
 
-    def __init__(self, approximate):
+    def __init__(self, approximate, in_place=False):
         self.approximate = approximate
+        self.in_place = in_place
 
     def forward(self, x, gy):
         self.retain_inputs(0, 1)
-        return _elementwise(self._kernel, x, gy)
+        return _elementwise(self._kernel, x, gy, out=gy if self.in_place else None)
 
     def _kernel(self, x, gy):
         gx = _gelu_slope(x, self.approximate)

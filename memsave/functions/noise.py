@@ -16,6 +16,7 @@ from typing import Any
 from memsave import random
 from memsave.backend import get_array_module
 from memsave.config import config
+from memsave.core.backprop import handed_over
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable, as_variable
 from memsave.errors import DTypeError
@@ -25,6 +26,8 @@ __all__ = ["dropout"]
 
 class Dropout(FunctionNode):
     """Zeroes each element with probability ``ratio`` and scales the rest by 1 / (1 - ratio)."""
+
+    overwritable_grads = (0,)
 
     def __init__(self, ratio):
         self.ratio = ratio
@@ -39,26 +42,33 @@ class Dropout(FunctionNode):
 
     def backward(self, indexes, gy):
         mask, = self.saved
-        return DropoutGrad(self.ratio).apply(gy, mask)[0]
+        return DropoutGrad(self.ratio, handed_over(gy)).apply(gy, mask)[0]
 
 
 class DropoutGrad(FunctionNode):
-    """Multiplies by a fixed keep-mask and 1 / (1 - ratio): linear, its own adjoint."""
+    """Multiplies by a fixed keep-mask and 1 / (1 - ratio): linear, its own adjoint.  With
+    ``in_place`` the result is written into gy's buffer."""
 
-    def __init__(self, ratio):
+    overwritable_grads = (0,)
+
+    def __init__(self, ratio, in_place=False):
         self.ratio = ratio
+        self.in_place = in_place
 
     def forward(self, gy, mask):
         self.save_for_backward(mask)
-        return _apply_mask(gy, mask, self.ratio)
+        return _apply_mask(gy, mask, self.ratio, out=gy if self.in_place else None)
 
     def backward(self, indexes, ggx):
         mask, = self.saved
-        return DropoutGrad(self.ratio).apply(ggx, mask)[0], None
+        return DropoutGrad(self.ratio, handed_over(ggx)).apply(ggx, mask)[0], None
 
 
-def _apply_mask(x: Any, mask: Any, ratio: float) -> Any:
-    return x * mask * x.dtype.type(1.0 / (1.0 - ratio))
+def _apply_mask(x: Any, mask: Any, ratio: float, out: Any = None) -> Any:
+    """``x * mask / (1 - ratio)`` in one buffer (``out``, which may be x, or a new one)."""
+    y = get_array_module(x).multiply(x, mask, out=out)
+    y *= x.dtype.type(1.0 / (1.0 - ratio))
+    return y
 
 
 def dropout(x: Any, ratio: float = 0.5, train: bool | None = None) -> Variable:

@@ -20,6 +20,7 @@ from typing import Any
 
 from memsave.backend import get_array_module
 from memsave.config import config, is_grad_enabled
+from memsave.core.backprop import handed_over
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable, as_variable
 from memsave.errors import ShapeError
@@ -45,13 +46,15 @@ def _normalized_grad(x: Variable, gamma: Variable, gy: Variable, axes: tuple[int
 
 
 def _fused_grads(x: Any, gamma: Any, gy: Any, mu: Any, inv_std: Any, axes: tuple[int, ...],
-                 param_axes: tuple[int, ...], indexes: tuple[int, ...]) -> tuple[Any, Any, Any]:
+                 param_axes: tuple[int, ...], indexes: tuple[int, ...],
+                 in_place: bool = False) -> tuple[Any, Any, Any]:
     """``(gx, ggamma, gbeta)`` (None where not asked) on raw arrays.
 
     Statistics over ``axes``; ``gamma`` is already broadcastable to ``x``; the parameter
     gradients are summed over ``param_axes``.  Two passes over chunks of the first axis
     (an eighth of it at a time): the sums, then ``gx``.  Transient memory is ``gx`` plus a few
-    chunk-sized buffers, not three x-sized ones.
+    chunk-sized buffers, not three x-sized ones; with ``in_place`` (and gy of x's dtype) gx
+    is written into gy's buffer, whose rows the second pass reads just before.
     """
     xp = get_array_module(x)
     ndim, n = x.ndim, x.shape[0]
@@ -88,7 +91,7 @@ def _fused_grads(x: Any, gamma: Any, gy: Any, mu: Any, inv_std: Any, axes: tuple
     if 0 not in indexes:
         return None, ggamma, gbeta
     mean_g, mean_gx = sum_g / count, sum_gx / count
-    gx = xp.empty_like(x)
+    gx = gy if in_place and gy.dtype == x.dtype else xp.empty_like(x)
     for start in range(0, n, step):
         rows = slice(start, start + step)
         m, s = (mu[rows], inv_std[rows]) if per_row else (mu, inv_std)
@@ -129,6 +132,8 @@ def _moments(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any, Any]:
 class LayerNormalization(FunctionNode):
     """``(x - mean) / sqrt(var + eps) * gamma + beta`` over the last axis; keeps x and gamma."""
 
+    overwritable_grads = (0,)
+
     def __init__(self, eps):
         self.eps = eps
 
@@ -147,7 +152,7 @@ class LayerNormalization(FunctionNode):
             mu, inv_std = self.saved
             lead = tuple(range(x.ndim - 1))
             return _variables(*_fused_grads(x.array, gamma.array, gy.array, mu, inv_std, (-1,),
-                                            lead, indexes))
+                                            lead, indexes, handed_over(gy)))
         gx, x_hat = _normalized_grad(x, gamma, gy, (-1,), self.eps)
         d = x.shape[-1]
         ggamma = sum_(reshape(gy * x_hat, (-1, d)), axis=0) if 1 in indexes else None
@@ -161,6 +166,8 @@ class BatchNormalization(FunctionNode):
     The running arrays, when given, are updated in place during forward and then
     dropped: the node holds no reference to them afterwards.
     """
+
+    overwritable_grads = (0,)
 
     def __init__(self, eps, running_mean=None, running_var=None, decay=0.9):
         self.eps = eps
@@ -195,7 +202,7 @@ class BatchNormalization(FunctionNode):
         if not is_grad_enabled():
             mu, inv_std = self.saved
             return _variables(*_fused_grads(x.array, gamma.array.reshape(mu.shape), gy.array, mu,
-                                            inv_std, axes, axes, indexes))
+                                            inv_std, axes, axes, indexes, handed_over(gy)))
         gx, x_hat = _normalized_grad(x, reshape(gamma, _channel_shape(x)), gy, axes, self.eps)
         ggamma = sum_(gy * x_hat, axis=axes) if 1 in indexes else None
         gbeta = sum_(gy, axis=axes) if 2 in indexes else None
