@@ -40,7 +40,7 @@ from memsave import backend, random
 from memsave.config import using_config
 from memsave.core import hooks
 from memsave.core.variable import Variable
-from memsave.remat.decorator import checkpointed
+from memsave.remat.decorator import CheckpointedModule, checkpointed
 from memsave.remat.planner import parse_bytes
 
 MiB = 1 << 20
@@ -136,7 +136,10 @@ def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
             saves.setdefault(id(owner), (owner, []))[1].append(frozenset(stack))
         return array
 
-    for name, m in named:
+    # a checkpointed submodule (a proxy) is timed through the module it wraps; its ops'
+    # saves go to its own checkpoint, so it and its children show only what it keeps
+    targets = [(name, m.__wrapped__ if isinstance(m, CheckpointedModule) else m) for name, m in named]
+    for name, m in targets:
         object.__setattr__(m, "forward", instrument(name, m.forward))
     state = random.get_state()
     try:
@@ -144,7 +147,7 @@ def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
             module(*args)
     finally:
         random.set_state(state)
-        for _, m in named:
+        for _, m in targets:
             del m.__dict__["forward"]
     plain = sum(owner.nbytes for owner, _ in saves.values())
     candidates = []
@@ -288,7 +291,8 @@ def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
     of the plain run's activation bytes.  One dry forward pass on ``args`` profiles every
     submodule (:func:`profile_modules`); :func:`choose` picks a non-nested set; each chosen
     submodule is replaced on its parent by ``memsave.checkpointed(submodule)``.  Returns the
-    :class:`AutoPlan` (print it).  A budget below what checkpointing can reach raises
+    :class:`AutoPlan` (print it).  Calling it again re-plans: the submodules an earlier call
+    wrapped are unwrapped first.  A budget below what checkpointing can reach raises
     ValueError stating the least achievable bytes.  The budget covers activations kept for
     backward; a step's peak adds gradients and one checkpointed submodule's recomputation.
 
@@ -300,6 +304,7 @@ def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
     >>> len(plan.names), "3" in plan.names, plan.predicted_bytes <= plan.budget  # 3 saves most
     (3, True, True)
     """
+    _undo_previous_plan(module)
     candidates, plain = profile_modules(module, *args)
     nbytes = resolve_budget(budget, plain)
     need = plain - nbytes
@@ -312,8 +317,18 @@ def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
                          f"bytes (plain: {plain}). Raise the budget to at least {least} bytes, or "
                          "split the model into smaller submodules.") from None
     for c in chosen:
-        _replace(module, c.name, checkpointed(_lookup(module, c.name)))
+        proxy = checkpointed(_lookup(module, c.name))
+        proxy._self_auto_checkpoint = True
+        _replace(module, c.name, proxy)
     return AutoPlan(chosen, plain, plain - sum(c.saved for c in chosen), nbytes)
+
+
+def _undo_previous_plan(module: Any) -> None:
+    """Unwrap the submodules an earlier auto_checkpoint call wrapped, so a new call plans
+    the model from scratch (checkpointed wrappers the user put in stay)."""
+    for name, sub in list(module.named_modules()):
+        if isinstance(sub, CheckpointedModule) and getattr(sub, "_self_auto_checkpoint", False):
+            _replace(module, name, sub.__wrapped__)
 
 
 def _lookup(root: Any, name: str) -> Any:

@@ -193,3 +193,34 @@ def test_profile_leaves_module_unchanged_and_batchnorm_statistics_alone():
     after = net.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
     assert all("forward" not in m.__dict__ for _, m in net.named_modules())
+
+
+def _wrapped_names(net):
+    return sorted(name for name, m in net.named_modules()
+                  if name and repr(m).startswith("checkpointed("))
+
+
+def test_a_second_call_replans_from_scratch():
+    net, x = _model("transformer", np.float64)
+    plain_grads = _step(net, x)
+    first = ms.auto_checkpoint(net, x, budget=0.5)
+    assert _wrapped_names(net) == sorted(first.names)
+    again = ms.auto_checkpoint(net, x, budget=0.5)  # equal blocks: timing noise picks which
+    assert (again.plain_bytes, again.predicted_bytes) == (first.plain_bytes, first.predicted_bytes)
+    assert _wrapped_names(net) == sorted(again.names)  # no checkpoint inside a checkpoint
+    for name in again.names:
+        assert not repr(net[int(name)].__wrapped__).startswith("checkpointed(")
+    assert ms.auto_checkpoint(net, x, budget=1.0).chosen == ()
+    assert _wrapped_names(net) == []
+    grads = _step(net, x)
+    for key, value in plain_grads.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-12, atol=1e-14)
+
+
+def test_a_second_call_keeps_the_users_own_checkpoints():
+    net, x = _model("transformer", np.float64)
+    net._layers[0] = ms.checkpointed(net._layers[0])
+    setattr(net, "0", net._layers[0])
+    ms.auto_checkpoint(net, x, budget=0.5)
+    ms.auto_checkpoint(net, x, budget=1.0)
+    assert _wrapped_names(net) == ["0"]
