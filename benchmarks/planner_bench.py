@@ -17,6 +17,7 @@ SGD update inside backward (``optimizer.step_in_backward()``) and plans for it.
     python benchmarks/planner_bench.py [--workload mlp|cnn|transformer] [--repeats 5]
         [--profile-repeats 1] [--depth D] [--batch B]      (sizes default to bench's)
     python benchmarks/planner_bench.py --vs-sqrt 30 [--gradients kept|freed] [--segments K]
+    python benchmarks/planner_bench.py --sweep 2 4 8 16 32   # plans at K segments' peaks (memory, forwards)
 """
 from __future__ import annotations
 
@@ -63,9 +64,14 @@ def main() -> None:
     parser.add_argument("--vs-sqrt", type=int, default=0, metavar="PAIRS")
     parser.add_argument("--gradients", choices=("kept", "freed"), default="kept")
     parser.add_argument("--segments", default="sqrt", help="segments for --vs-sqrt (default sqrt)")
+    parser.add_argument("--sweep", type=int, nargs="+", default=[], metavar="K",
+                        help="for each K: the plan at K segments' measured peak (no timing)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
     workload = bench.make_workload(args.workload, depth=args.depth, batch=args.batch)
+    if args.sweep:
+        sweep(workload, args.sweep, args.gradients, args.profile_repeats)
+        return
     if args.vs_sqrt:
         segments = args.segments if args.segments == "sqrt" else int(args.segments)
         versus_segments(workload, segments, args.vs_sqrt, args.gradients, args.profile_repeats)
@@ -127,6 +133,29 @@ def main() -> None:
           f"| {ratio('sqrt segments')} | - |")
     print(f"| plain | - | {plain_model / MiB:.1f} | {plain_peak / MiB:.1f} | - | 0 / 0 | 0 "
           "| 1.00 / 1.00 | - |")
+
+
+def sweep(workload: bench.Workload, counts: list[int], gradients: str, profile_repeats: int) -> None:
+    """For each segment count K: K segments' measured peak and forwards, and the plan's for
+    that budget (predicted and measured): a markdown table."""
+    optimizer = ms.optim.SGD(workload.parameters, lr=1e-6)
+    if gradients == "freed":
+        optimizer.step_in_backward()
+    chain = planner.profile(workload.layers, workload.x, repeats=profile_repeats, loss=loss_of)
+    if gradients == "freed":
+        chain = dataclasses.replace(chain, grad=[0] * chain.n_layers)
+    n = len(workload.layers)
+    print(f"gradients {gradients}")
+    print("| segments K | K segments: peak MiB | extra forwards | plan: predicted peak MiB "
+          "| measured peak MiB | extra forwards predicted / executed |")
+    print("|---|---|---|---|---|---|")
+    for k in counts:
+        peak, forwards = peak_and_forwards(workload, {"segments": k})
+        schedule = planner.solve(chain, peak)
+        planned, executed = peak_and_forwards(workload, {"schedule": schedule})
+        print(f"| {k} | {peak / MiB:.2f} | {forwards - n} | {schedule.peak_bytes / MiB:.2f} "
+              f"| {planned / MiB:.2f} | {schedule.extra_forwards} / {executed - n} |")
+    optimizer.stop_step_in_backward()
 
 
 def versus_segments(workload: bench.Workload, segments: int | str, pairs: int, gradients: str,
