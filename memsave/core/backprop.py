@@ -19,7 +19,10 @@ view, no saved array, no hook's copy of ``.grad``) and owns its memory, C-contig
 not a view of a shared buffer).  Reference counts are compared with those of a Variable
 known to be held once, measured through the same function (``_SOLE_HOLDERS``).  In the
 same way, a gradient that reaches a node twice is summed into the first one's buffer when
-the engine alone holds it.
+the engine alone holds it.  And while backward() releases the graph as it goes (no
+``retain_graph``, no ``create_graph``), a backward done reading a retained input may
+:func:`take_input` its buffer to write the input gradient there (linear: ``gy @ W`` into
+x), when nothing else holds that array: not the user, not another op, not a checkpoint.
 
 >>> import numpy as np, memsave as ms
 >>> x = ms.Variable(np.array(3.0))
@@ -31,10 +34,11 @@ the engine alone holds it.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -106,6 +110,7 @@ def _fit(f: FunctionNode, i: int, gx: Variable, node: VariableNode) -> Variable:
 
 # ----- in-place gradients -----------------------------------------------------------------
 _HANDED_OVER: ContextVar[tuple[Variable, ...]] = ContextVar("memsave_handed_over", default=())
+_RELEASING: ContextVar[bool] = ContextVar("memsave_releasing", default=False)
 
 
 def handed_over(gy: Variable | None) -> bool:
@@ -120,27 +125,63 @@ def handed_over(gy: Variable | None) -> bool:
     return gy is not None and any(gy is g for g in _HANDED_OVER.get())
 
 
+def take_input(f: FunctionNode, i: int) -> Any:
+    """The array of ``f``'s retained input ``i``, for ``f``'s backward to write the input
+    gradient into, or None.  Only while backward() releases the graph as it goes (no
+    ``retain_graph``, no ``create_graph``): then ``f`` lets go of the input, and the array is
+    returned if nothing else holds it.  The caller must be done with the input and hold no
+    Variable or array of it.
+
+    >>> import numpy as np
+    >>> take_input(FunctionNode(), 0) is None       # outside backward()
+    True
+    """
+    if not _RELEASING.get():
+        return None
+    box = [f.release_input(i)]
+    return box[0] if _array_holders(box, 0) == _SOLE_ARRAY_HOLDERS and _own_buffer(box[0]) \
+        else None
+
+
+@contextlib.contextmanager
+def _releasing(releasing: bool) -> Iterator[None]:
+    """Whether this backward() releases the graph as it goes, for :func:`take_input`."""
+    token = _RELEASING.set(releasing)
+    try:
+        yield
+    finally:
+        _RELEASING.reset(token)
+
+
 def _holders(container: Any, key: Any) -> tuple[int, int]:
     """sys.getrefcount of the Variable ``container[key]`` and of its array, seen from here."""
     var = container[key]
     return sys.getrefcount(var), sys.getrefcount(var._array)
 
 
+def _array_holders(container: Any, key: Any) -> int:
+    """sys.getrefcount of the array ``container[key]``, seen from here."""
+    return sys.getrefcount(container[key])
+
+
 _SOLE_HOLDERS = _holders([Variable(numpy.empty(1), requires_grad=False)], 0)
 """What :func:`_holders` reports for a Variable that one list holds and nothing else, whose
 array nothing else holds (measured, so it is right on any CPython version)."""
+_SOLE_ARRAY_HOLDERS = _array_holders([numpy.empty(1)], 0)
+"""The same for an array that one list holds."""
+
+
+def _own_buffer(array: Any) -> bool:
+    """Whether ``array`` owns its memory (it is no view), C-contiguous and writeable."""
+    flags = array.flags
+    return bool(flags.owndata and flags.c_contiguous
+                and (not isinstance(array, numpy.ndarray) or flags.writeable))
 
 
 def _sole(container: Any, key: Any) -> bool:
     """Whether the gradient ``container[key]`` is the engine's alone: one reference to its
-    Variable, one to its array, and the array owns its memory (it is no view), C-contiguous
-    and writeable."""
-    if _holders(container, key) != _SOLE_HOLDERS:
-        return False
-    array = container[key]._array
-    flags = array.flags
-    return bool(flags.owndata and flags.c_contiguous
-                and (not isinstance(array, numpy.ndarray) or flags.writeable))
+    Variable, one to its array, which owns its buffer."""
+    return _holders(container, key) == _SOLE_HOLDERS and _own_buffer(container[key]._array)
 
 
 def _to_hand_over(f: FunctionNode, gys: list) -> tuple[Variable, ...]:
@@ -262,7 +303,8 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
 
     for y in outputs:
         push(y.creator)
-    with using_config("enable_backprop", create_graph):
+    with using_config("enable_backprop", create_graph), \
+            _releasing(not retain_graph and not create_graph):
         while heap:
             f = heapq.heappop(heap)[2]
             gys = _output_grads(f, grads, keep, retain_grad)

@@ -160,6 +160,12 @@ class FunctionNode:
         self._check_alive()
         return tuple([s.get(self, "saved array", k) for k, s in enumerate(self._saved)])
 
+    def release_input(self, i: int) -> Any:
+        """Drop the hold on retained input ``i`` and return its array (for a backward that
+        reuses the buffer: memsave.core.backprop.take_input)."""
+        self._check_alive()
+        return self._retained_in.pop(i).get(self, "input", i)
+
     def release(self) -> None:
         """Drop everything kept for backward (called by backward unless retain_graph)."""
         self._saved = None

@@ -23,6 +23,7 @@ from typing import Any
 
 from memsave.backend import get_array_module, scatter_add
 from memsave.config import config
+from memsave.core.backprop import take_input
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
@@ -46,12 +47,23 @@ class Linear(FunctionNode):
 
     def backward(self, indexes, gy):
         x, W = self.retained_inputs()
-        gx = matmul(gy, W) if 0 in indexes else None
         gW = LinearGradW().apply(gy, x)[0] if 1 in indexes else None
+        del x                                   # done with x: gx may take its buffer
+        gx = _linear_grad_x(self, gy, W) if 0 in indexes else None
         if len(self.inputs) == 2:
             return gx, gW
         gb = sum_(reshape(gy, (-1, gy.shape[-1])), axis=0) if 2 in indexes else None
         return gx, gW, gb
+
+
+def _linear_grad_x(f: Linear, gy: Variable, W: Variable) -> Variable:
+    """``gy @ W``, written into the buffer of ``f``'s input x when backward may take it over
+    (nothing else holds x: see memsave.core.backprop.take_input)."""
+    buffer = take_input(f, 0)
+    if buffer is None:
+        return matmul(gy, W)
+    xp = get_array_module(buffer)
+    return Variable(xp.matmul(gy.array, W.array, out=buffer), requires_grad=False)
 
 
 class LinearGradW(FunctionNode):

@@ -340,3 +340,97 @@ def test_accumulation_in_place_saves_a_buffer():
 
     peak = _backward_peak(fn, x0)
     assert peak < 2.25 * x0.nbytes, peak / x0.nbytes
+
+
+# ----- a retained input's buffer taken for the input gradient (linear) ------------------------
+def _linear_case(seed=0):
+    rng = np.random.default_rng(seed)
+    x0, W, b = rng.standard_normal((6, 4)), rng.standard_normal((4, 4)), rng.standard_normal(4)
+    c = rng.standard_normal((6, 4))
+    return x0, W, b, c
+
+
+def _expected_linear_grad(x0, W, b, c):
+    h = np.tanh(x0)
+    return (c @ W) * (1 - h * h)
+
+
+def test_linear_writes_gx_into_its_input_buffer_when_nothing_else_holds_it(monkeypatch):
+    x0, W, b, c = _linear_case()
+    taken = []
+    from memsave.functions import connection
+    monkeypatch.setattr(connection, "take_input",
+                        lambda f, i: taken.append(backprop.take_input(f, i)) or taken[-1])
+    x = Variable(x0.copy())
+    (F.linear(F.tanh(x) * 1.0, W, b) * c).sum().backward()   # tanh(x) * 1.0: held by Linear only
+    assert taken[0] is not None
+    np.testing.assert_allclose(x.grad, _expected_linear_grad(x0, W, b, c))
+
+
+@pytest.mark.parametrize("case", ["user holds x", "x read twice", "x a leaf", "retain_graph",
+                                  "create_graph"])
+def test_linear_leaves_an_input_someone_else_holds(case, monkeypatch):
+    x0, W, b, c = _linear_case()
+    taken = []
+    from memsave.functions import connection
+    monkeypatch.setattr(connection, "take_input",
+                        lambda f, i: taken.append(backprop.take_input(f, i)) or taken[-1])
+    x = Variable(x0.copy())
+    h = F.tanh(x) * 1.0
+    before = h.array.copy()
+    if case == "x read twice":                 # a second op keeps h for its own backward
+        loss = (F.linear(h, W, b) * c).sum() + (h * h).sum()
+    elif case == "x a leaf":
+        h = Variable(before.copy())
+        loss = (F.linear(h, W, b) * c).sum()
+    else:
+        loss = (F.linear(h, W, b) * c).sum()
+    if case == "retain_graph":
+        loss.backward(retain_graph=True)
+        first = x.grad.copy()
+        x.cleargrad()
+        loss.backward()                          # reads the kept input again
+        np.testing.assert_allclose(x.grad, first)
+    elif case == "create_graph":
+        gx, = ms.grad(loss, x, create_graph=True)
+        np.testing.assert_allclose(gx.array, _expected_linear_grad(x0, W, b, c))
+    else:
+        loss.backward()
+    assert taken[0] is None
+    if case in ("user holds x", "x a leaf"):
+        np.testing.assert_array_equal(h.array, before)
+    if case == "x read twice":
+        t = np.tanh(x0)
+        np.testing.assert_allclose(x.grad, (c @ W + 2 * t) * (1 - t * t))
+
+
+def test_linear_in_a_checkpoint_takes_the_recomputed_input_but_not_the_checkpoints_own():
+    x0, W, b, c = _linear_case()
+    x = Variable(x0.copy())
+    y = ms.checkpoint(lambda v: F.linear(F.tanh(v) * 1.0, W, b), x)
+    (y * c).sum().backward()
+    np.testing.assert_allclose(x.grad, _expected_linear_grad(x0, W, b, c))
+    # The checkpoint's own input z is kept for the recomputation, which runs after linear's
+    # backward here (for tanh's output): linear must not write its gradient into z.
+    x = Variable(x0.copy())
+    z = F.tanh(x) * 1.0
+    y = ms.checkpoint(lambda v: F.linear(v, W, b) + F.tanh(v), z)
+    del z
+    (y * c).sum().backward()
+    t = np.tanh(x0)
+    gz = c @ W + c * (1 - np.tanh(t) ** 2)
+    np.testing.assert_allclose(x.grad, gz * (1 - t * t))
+
+
+def test_linear_backward_needs_no_buffer_for_gx():
+    # Backward of linear(h) with h held by linear alone: gx takes h's buffer, so backward
+    # allocates gy (Mul's), gW and gb, not a second h-sized array.
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((2048, 256))                  # 4 MiB
+    W, c = rng.standard_normal((256, 256)) * 0.05, rng.standard_normal((2048, 256))
+
+    def fn(x):
+        return (F.linear(x * 1.0, W) * c).sum()
+
+    peak = _backward_peak(fn, x0)
+    assert peak < 1.2 * x0.nbytes, peak / x0.nbytes
