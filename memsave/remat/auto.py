@@ -28,6 +28,7 @@ every feasible plan, the set saving the most is taken.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -42,20 +43,30 @@ from memsave.core import hooks
 from memsave.core.variable import Variable
 from memsave.remat.decorator import CheckpointedModule, checkpointed
 from memsave.remat.planner import parse_bytes
+from memsave.remat.policies import RECOMPUTE, Name, OpOutput, Policy, check_policy, decide, dots_saveable
 
 MiB = 1 << 20
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A submodule that may be checkpointed: its dotted ``name``, the bytes checkpointing it
-    frees (``saved``), the forward seconds it adds (``time``) and the bytes its backward
-    recomputes (``inside``: its transient workspace when checkpointed)."""
+    """A way to checkpoint a submodule: its dotted ``name``, the bytes checkpointing it
+    frees (``saved``), the forward seconds it adds (``time``), the bytes its backward
+    recomputes (``inside``: its transient workspace when checkpointed) and the ``policy``
+    of the checkpoint (None: recompute everything).  A submodule may have several."""
 
     name: str
     saved: int
     time: float
     inside: int = 0
+    policy: Any = None
+
+    @property
+    def how(self) -> str:
+        """The policy's name, or ``"recompute all"``."""
+        if self.policy is None:
+            return "recompute all"
+        return getattr(self.policy, "__name__", type(self.policy).__name__)
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,8 @@ class AutoPlan:
     bytes (saved for backward), the predicted bytes with the plan, and the budget in bytes.
 
     >>> print(AutoPlan((Candidate("0", 3 * MiB, 0.01),), 8 * MiB, 5 * MiB, 6 * MiB))
-    submodule                        saved MiB  time added ms
-    0                                    3.000         10.000
+    submodule                        saved MiB  time added ms  checkpoint
+    0                                    3.000         10.000  recompute all
     activations: plain 8.000 MiB, planned 5.000 MiB, budget 6.000 MiB; 10.000 ms added per step
     """
 
@@ -85,8 +96,9 @@ class AutoPlan:
         return sum(c.time for c in self.chosen)
 
     def __str__(self) -> str:
-        lines = [f"{'submodule':<30} {'saved MiB':>11} {'time added ms':>14}"]
-        lines += [f"{c.name:<30} {c.saved / MiB:11.3f} {c.time * 1e3:14.3f}" for c in self.chosen]
+        lines = [f"{'submodule':<30} {'saved MiB':>11} {'time added ms':>14}  checkpoint"]
+        lines += [f"{c.name:<30} {c.saved / MiB:11.3f} {c.time * 1e3:14.3f}  {c.how}"
+                  for c in self.chosen]
         lines.append(f"activations: plain {self.plain_bytes / MiB:.3f} MiB, planned "
                      f"{self.predicted_bytes / MiB:.3f} MiB, budget {self.budget / MiB:.3f} MiB; "
                      f"{self.time_added * 1e3:.3f} ms added per step")
@@ -100,10 +112,23 @@ def _owners(values: Sequence[Any]) -> dict[int, Any]:
     return {id(o): o for o in (backend.memory_owner(a) for a in arrays if backend.is_array(a))}
 
 
-def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
+@dataclass
+class _Op:
+    """One op of the dry run: the submodules active when it ran, its seconds, its outputs
+    (memory owner id and bytes; arrays are not held) and, per policy, which it keeps."""
+
+    modules: frozenset[str]
+    seconds: float
+    outputs: list[tuple[int, int]]
+    keeps: list[list[bool]]
+
+
+def profile_modules(module: Any, *args: Any,
+                    policies: Sequence[Policy] = ()) -> tuple[list[Candidate], int]:
     """Run ``module(*args)`` once, taped, and return every submodule as a :class:`Candidate`
-    (not-called ones left out) and the plain run's activation bytes.  The RNG state is
-    restored and modules see ``config.in_recompute`` (BatchNorm keeps its statistics).
+    (not-called ones left out), one more per submodule and policy in ``policies``, and the
+    plain run's activation bytes.  The RNG state is restored and modules see
+    ``config.in_recompute`` (BatchNorm keeps its statistics).
 
     >>> import numpy as np, memsave as ms
     >>> net = ms.nn.Sequential(ms.nn.Linear(4, 4), ms.functions.tanh)
@@ -117,6 +142,8 @@ def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
     saves: dict[int, tuple[Any, list[frozenset[str]]]] = {}  # owner id -> (owner, active sets)
     inputs: dict[str, dict[int, Any]] = {name: {} for name, _ in named}
     seconds: dict[str, float] = {}
+    ops: list[_Op] = []
+    producers: dict[int, tuple[_Op, int, Any]] = {}  # owner id -> (op record, output, op)
 
     def instrument(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
         def run(*a: Any, **kw: Any) -> Any:
@@ -136,6 +163,26 @@ def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
             saves.setdefault(id(owner), (owner, []))[1].append(frozenset(stack))
         return array
 
+    def run_op(op: Any, given: Any, forward: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        ys = forward()
+        elapsed = time.perf_counter() - start
+        if isinstance(op, Name):  # a tag: ask again about the output it names, as checkpoints do
+            made = producers.get(id(backend.memory_owner(ys[0])))
+            if made is not None:
+                record_, i, producer = made
+                for keeps, policy in zip(record_.keeps, policies):
+                    keeps[i] = decide(policy, OpOutput(producer, i, ys[0], op.name)) != RECOMPUTE
+            return ys
+        owners = [backend.memory_owner(y) for y in ys]
+        record_ = _Op(frozenset(stack), elapsed, [(id(o), o.nbytes) for o in owners],
+                      [[decide(policy, OpOutput(op, i, y, None)) != RECOMPUTE for i, y in enumerate(ys)]
+                       for policy in policies])
+        ops.append(record_)
+        for i, o in enumerate(owners):
+            producers[id(o)] = (record_, i, op)
+        return ys
+
     # a checkpointed submodule (a proxy) is timed through the module it wraps; its ops'
     # saves go to its own checkpoint, so it and its children show only what it keeps
     targets = [(name, m.__wrapped__ if isinstance(m, CheckpointedModule) else m) for name, m in named]
@@ -143,7 +190,8 @@ def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
         object.__setattr__(m, "forward", instrument(name, m.forward))
     state = random.get_state()
     try:
-        with using_config("in_recompute", True), hooks.saved_array_hooks(record, lambda a: a):
+        with using_config("in_recompute", True), \
+                hooks.saved_array_hooks(record, lambda a: a, run_op if policies else None):
             module(*args)
     finally:
         random.set_state(state)
@@ -159,9 +207,33 @@ def profile_modules(module: Any, *args: Any) -> tuple[list[Candidate], int]:
         freed = sum(o.nbytes for k, o in only.items() if k not in inputs[name])
         kept = sum(o.nbytes for k, o in inputs[name].items()
                    if k not in leaves and k not in inside and k not in saves)
-        candidates.append(Candidate(name, freed - kept, seconds[name],
-                                    sum(o.nbytes for o in inside.values())))
+        whole = Candidate(name, freed - kept, seconds[name], sum(o.nbytes for o in inside.values()))
+        candidates.append(whole)
+        mine = [op for op in ops if name in op.modules]
+        for k, policy in enumerate(policies):
+            costs, skipped = _policy_costs(k, mine, saves, only, leaves)
+            candidates.append(dataclasses.replace(whole, saved=whole.saved - costs,
+                                                  time=max(0.0, whole.time - skipped), policy=policy))
     return candidates, plain
+
+
+def _policy_costs(k: int, ops: Sequence[_Op], saves: dict[int, Any], only: dict[int, Any],
+                  leaves: dict[int, Any]) -> tuple[int, float]:
+    """What checkpointing with the k-th policy changes for a submodule whose ops are ``ops``:
+    the bytes of the outputs it keeps that would otherwise go (saved only inside it, or not
+    saved at all), and the seconds of the ops whose every output it keeps (they are not
+    re-run).  Decisions other than RECOMPUTE count as keeping the output whole (an upper
+    bound for OFFLOAD and COMPRESS)."""
+    kept: dict[int, int] = {}
+    skipped = 0.0
+    for op in ops:
+        keeps = op.keeps[k]
+        for (owner, nbytes), keep in zip(op.outputs, keeps):
+            if keep and owner not in leaves and (owner in only or owner not in saves):
+                kept[owner] = nbytes
+        if keeps and all(keeps):
+            skipped += op.seconds
+    return sum(kept.values()), skipped
 
 
 # ----- the knapsack over the module tree ---------------------------------------------------
@@ -184,13 +256,15 @@ def _merge(f: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def choose(candidates: Sequence[Candidate], need: int, resolution: int = 1000) -> tuple[Candidate, ...]:
-    """The least-time set of candidates, none containing another (by dotted name), whose
-    savings reach ``need`` bytes; ValueError if none does.  See the module docstring for
-    exactness (savings counted in units, rounded down).
+    """The least-time set of candidates, at most one per submodule and none containing another
+    (by dotted name), whose savings reach ``need`` bytes; ValueError if none does.  See the
+    module docstring for exactness (savings counted in units, rounded down).
 
     >>> cs = [Candidate("a", 9, 3.0), Candidate("a.x", 4, 1.0), Candidate("a.y", 3, 1.0)]
     >>> [c.name for c in choose(cs, 5)], [c.name for c in choose(cs, 8)]
     (['a.x', 'a.y'], ['a'])
+    >>> [c.how for c in choose(cs + [Candidate("a", 8, 2.0, policy=len)], 8)]
+    ['len']
     """
     useful = [c for c in candidates if c.saved > 0]
     if need <= 0:
@@ -203,29 +277,32 @@ def choose(candidates: Sequence[Candidate], need: int, resolution: int = 1000) -
     if -(-need // unit) > resolution:
         unit = -(-need // resolution)
     top = -(-need // unit)
-    children: dict[str | None, list[Candidate]] = {}
-    for c in useful:
-        parents = [p for p in useful if _contains(p.name, c.name)]
-        parent = max(parents, key=lambda p: len(p.name)).name if parents else None
-        children.setdefault(parent, []).append(c)
+    names = sorted({c.name for c in useful})
+    children: dict[str | None, list[str]] = {}
+    for name in names:
+        parents = [p for p in names if _contains(p, name)]
+        children.setdefault(max(parents, key=len) if parents else None, []).append(name)
 
     def solve(name: str | None) -> tuple[np.ndarray, Callable[[int], list[Candidate]]]:
         f = np.full(top + 1, np.inf)
         f[0] = 0.0
         steps = []
         for child in children.get(name, []):
-            g, rebuild = solve(child.name)
+            g, rebuild = solve(child)
             f, pick = _merge(f, g)
             steps.append((pick, rebuild))
-        node = next((c for c in useful if c.name == name), None)
-        take = np.zeros(top + 1, dtype=bool)
-        if node is not None:
-            take[:min(top, node.saved // unit) + 1] = node.time < f[:min(top, node.saved // unit) + 1]
-            f = np.where(take, node.time, f)
+        take: list[Candidate | None] = [None] * (top + 1)  # the option taken at each k, if any
+        for option in (c for c in useful if c.name == name):
+            reach = min(top, option.saved // unit) + 1
+            better = np.flatnonzero(option.time < f[:reach])
+            f[better] = option.time
+            for k in better:
+                take[k] = option
 
         def rebuild_here(k: int) -> list[Candidate]:
-            if node is not None and take[k]:
-                return [node]
+            taken = take[k]
+            if taken is not None:
+                return [taken]
             chosen = []
             for pick, rebuild in reversed(steps):
                 i = int(pick[k])
@@ -241,7 +318,14 @@ def choose(candidates: Sequence[Candidate], need: int, resolution: int = 1000) -
 
 
 def _most_saving(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
-    """The non-nested set of candidates with the largest total saving (exact, over the tree)."""
+    """The non-nested set of candidates with the largest total saving (exact, over the tree),
+    one option per submodule."""
+    best: dict[str, Candidate] = {}
+    for c in candidates:
+        if c.name not in best or c.saved > best[c.name].saved:
+            best[c.name] = c
+    candidates = list(best.values())
+
     def best_under(name: str | None) -> list[Candidate]:
         kids = [c for c in candidates if (name is None or _contains(name, c.name))
                 and not any(_contains(p.name, c.name) and (name is None or _contains(name, p.name))
@@ -283,14 +367,19 @@ def _replace(root: Any, name: str, new: Any) -> None:
 
 
 def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
+                    policies: Sequence[Policy] = (dots_saveable,),
                     resolution: int = 1000) -> AutoPlan:
     """Checkpoint, in place, the submodules of ``module`` that bring the activation bytes
     of ``module(*args)`` within ``budget`` with the least added recomputation time.
 
     ``budget``: bytes (int), a string like ``"300MiB"``, or a float in (0, 1]: a fraction
-    of the plain run's activation bytes.  One dry forward pass on ``args`` profiles every
-    submodule (:func:`profile_modules`); :func:`choose` picks a non-nested set; each chosen
-    submodule is replaced on its parent by ``memsave.checkpointed(submodule)``.  Returns the
+    of the plain run's activation bytes.  Each submodule may be checkpointed recomputing
+    everything or with one of ``policies`` (default: ``dots_saveable``, which keeps matrix
+    products and convolutions and recomputes what lies between: less memory freed, less
+    time added; ``policies=()`` considers full recomputation only).  One dry forward pass
+    on ``args`` profiles every submodule and every policy's decisions
+    (:func:`profile_modules`); :func:`choose` picks a non-nested set; each chosen submodule
+    is replaced on its parent by ``memsave.checkpointed(submodule, policy=...)``.  Returns the
     :class:`AutoPlan` (print it).  Calling it again re-plans: the submodules an earlier call
     wrapped are unwrapped first.  A budget below what checkpointing can reach raises
     ValueError stating the least achievable bytes.  The budget covers activations kept for
@@ -305,7 +394,9 @@ def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
     (3, True, True)
     """
     _undo_previous_plan(module)
-    candidates, plain = profile_modules(module, *args)
+    for policy in policies:
+        check_policy(policy)
+    candidates, plain = profile_modules(module, *args, policies=policies)
     nbytes = resolve_budget(budget, plain)
     need = plain - nbytes
     try:
@@ -317,8 +408,8 @@ def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
                          f"bytes (plain: {plain}). Raise the budget to at least {least} bytes, or "
                          "split the model into smaller submodules.") from None
     for c in chosen:
-        proxy = checkpointed(_lookup(module, c.name))
-        proxy._self_auto_checkpoint = True
+        proxy = checkpointed(_lookup(module, c.name), policy=c.policy)
+        setattr(proxy, "_self_auto_checkpoint", True)  # noqa: B010 - a wrapt proxy's own attribute
         _replace(module, c.name, proxy)
     return AutoPlan(chosen, plain, plain - sum(c.saved for c in chosen), nbytes)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import memsave as ms
-from memsave import bench, nn
+from memsave import bench, nn, policies
 from memsave.memory import measure
 from memsave.remat.auto import Candidate, choose, profile_modules
 
@@ -61,7 +61,7 @@ def _brute_force(candidates, need):
     for size in range(len(candidates) + 1):
         for subset in itertools.combinations(candidates, size):
             names = [c.name for c in subset]
-            if any(b.startswith(a + ".") for a in names for b in names):
+            if len(set(names)) < len(names) or any(b.startswith(a + ".") for a in names for b in names):
                 continue
             if sum(c.saved for c in subset) >= need:
                 time = sum(c.time for c in subset)
@@ -77,8 +77,11 @@ def _random_tree(rng):
             name = f"{parent}.{k}" if parent else str(k)
             names.append(name)
             frontier.append(name)
-    return [Candidate(n, int(rng.integers(-2, 12)) * 64, float(rng.integers(1, 20)))
-            for n in names[:9]]
+    whole = [Candidate(n, int(rng.integers(-2, 12)) * 64, float(rng.integers(1, 20))) for n in names[:9]]
+    # some submodules also have a policy option: less saved, less time (as a policy keeps more)
+    partial = [Candidate(c.name, c.saved - int(rng.integers(1, 6)) * 64, c.time / 2, policy=len)
+               for c in whole if rng.random() < 0.5]
+    return whole + partial
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -93,6 +96,7 @@ def test_knapsack_matches_brute_force_on_small_trees(seed):
             continue
         chosen = choose(candidates, need)
         names = [c.name for c in chosen]
+        assert len(set(names)) == len(names)
         assert not any(b.startswith(a + ".") for a in names for b in names)
         assert sum(c.saved for c in chosen) >= need
         assert sum(c.time for c in chosen) == pytest.approx(expected)
@@ -203,9 +207,9 @@ def _wrapped_names(net):
 def test_a_second_call_replans_from_scratch():
     net, x = _model("transformer", np.float64)
     plain_grads = _step(net, x)
-    first = ms.auto_checkpoint(net, x, budget=0.5)
+    first = ms.auto_checkpoint(net, x, budget=0.5, policies=())
     assert _wrapped_names(net) == sorted(first.names)
-    again = ms.auto_checkpoint(net, x, budget=0.5)  # equal blocks: timing noise picks which
+    again = ms.auto_checkpoint(net, x, budget=0.5, policies=())  # equal blocks: noise picks which
     assert (again.plain_bytes, again.predicted_bytes) == (first.plain_bytes, first.predicted_bytes)
     assert _wrapped_names(net) == sorted(again.names)  # no checkpoint inside a checkpoint
     for name in again.names:
@@ -224,3 +228,37 @@ def test_a_second_call_keeps_the_users_own_checkpoints():
     ms.auto_checkpoint(net, x, budget=0.5)
     ms.auto_checkpoint(net, x, budget=1.0)
     assert _wrapped_names(net) == ["0"]
+
+
+def test_policies_trade_memory_for_time_and_are_applied():
+    """A submodule checkpointed with dots_saveable keeps its matrix products: it frees less
+    than recomputing everything and adds less time (its products are not re-run), so a
+    budget one such checkpoint meets gets one, applied with that policy."""
+    net, x = _model("transformer", np.float64)
+    plain_grads = _step(net, x)
+    candidates, plain = profile_modules(net, x, policies=(policies.dots_saveable,))
+    whole = {c.name: c for c in candidates if c.policy is None}
+    dots = {c.name: c for c in candidates if c.policy is policies.dots_saveable}
+    assert set(whole) == set(dots)
+    for name in ("0", "1", "2"):
+        assert 0 < dots[name].saved < whole[name].saved
+        assert dots[name].time < whole[name].time
+    need = dots["0"].saved  # the blocks are equal: any block's dots option meets it
+    assert choose(candidates, need)[0].policy is policies.dots_saveable
+    plan = ms.auto_checkpoint(net, x, budget=plain - need)
+    assert [c.policy for c in plan.chosen] == [policies.dots_saveable]
+    assert "dots_saveable" in str(plan)
+    assert net[int(plan.names[0])]._self_options["policy"] is policies.dots_saveable
+    grads = _step(net, x)
+    for key, value in plain_grads.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-12, atol=1e-14)
+    kept = _kept_after_forward(net, x)
+    ms.auto_checkpoint(net, x, budget=1.0)
+    overhead = _kept_after_forward(net, x) - plain
+    assert kept - overhead <= (plain - need) * 1.05 + 16 * 1024, (kept, overhead, plain - need)
+
+
+def test_policies_must_be_callables():
+    net, x = _model("transformer")
+    with pytest.raises(TypeError, match="policy must be a callable"):
+        ms.auto_checkpoint(net, x, budget=0.5, policies=("dots",))
