@@ -92,9 +92,10 @@ def checkpoint_sequential(layers: Sequence[Callable], x: Any, segments: int | st
     input, every one but the last checkpointed (the last runs plainly, since backward
     needs its intermediates straight away); ``budget`` (bytes or ``"300MiB"``): profile
     the layers on ``x`` and run the fastest schedule whose predicted peak fits
-    (:func:`memsave.planner.plan`; profiling runs every layer three more times forward and twice backward,
-    every layer, so in a loop plan once and pass ``schedule``; what the loss after the
-    chain allocates is not in that budget: give it to ``planner.plan(..., loss=)``); ``schedule``: a
+    (:func:`memsave.planner.plan`; profiling runs every layer three more times forward and
+    twice backward, so in a loop plan once and pass ``schedule``; what the loss after the
+    chain allocates is not in that budget: give it to ``planner.plan(..., loss=)``);
+    ``schedule``: a
     :class:`memsave.planner.Schedule` (e.g. ``planner.revolve(len(layers), slots)``),
     run with nested checkpoints.  With ``budget``, ``gradients="freed"`` leaves parameter
     gradients out of the budget, for an optimizer applied inside backward
