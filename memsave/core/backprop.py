@@ -174,8 +174,8 @@ _SOLE_ARRAY_HOLDERS = _array_holders([numpy.empty(1)], 0)
 def _own_buffer(array: Any) -> bool:
     """Whether ``array`` owns its memory (it is no view), C-contiguous and writeable."""
     flags = array.flags
-    return bool(flags.owndata and flags.c_contiguous
-                and (not isinstance(array, numpy.ndarray) or flags.writeable))
+    return flags.c_contiguous and flags.owndata and (type(array) is not numpy.ndarray
+                                                     or flags.writeable)
 
 
 def _sole(container: Any, key: Any) -> bool:
@@ -186,7 +186,7 @@ def _sole(container: Any, key: Any) -> bool:
 
 def _to_hand_over(f: FunctionNode, gys: list) -> tuple[Variable, ...]:
     """The output gradients ``f`` may overwrite: those it lists that the engine alone holds."""
-    return tuple(gys[i] for i in f.overwritable_grads if gys[i] is not None and _sole(gys, i))
+    return tuple([gys[i] for i in f.overwritable_grads if gys[i] is not None and _sole(gys, i)])
 
 
 def _add_gradient(grads: dict[VariableNode, Variable], node: VariableNode, gx: Variable,

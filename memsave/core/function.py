@@ -161,10 +161,11 @@ class FunctionNode:
         return tuple([s.get(self, "saved array", k) for k, s in enumerate(self._saved)])
 
     def release_input(self, i: int) -> Any:
-        """Drop the hold on retained input ``i`` and return its array (for a backward that
-        reuses the buffer: memsave.core.backprop.take_input)."""
+        """Drop the hold on retained input ``i`` and return its array, as a buffer to write
+        into (memsave.core.backprop.take_input): its values are not checked."""
         self._check_alive()
-        return self._retained_in.pop(i).get(self, "input", i)
+        saved = self._retained_in.pop(i)
+        return saved.packed if saved.unpack is None else saved.unpack(saved.packed)
 
     def release(self) -> None:
         """Drop everything kept for backward (called by backward unless retain_graph)."""
