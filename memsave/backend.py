@@ -53,7 +53,7 @@ def get_array_module(*xs: Any) -> ModuleType:
     'numpy'
     """
     for x in xs:
-        if _is_cupy_array(_unwrap(x)):
+        if type(x) is not numpy.ndarray and _is_cupy_array(_unwrap(x)):
             return _import_cupy()
     return numpy
 

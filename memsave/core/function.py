@@ -72,8 +72,13 @@ class FunctionNode:
             return tuple([Variable._of_output(y, None) for y in ys])
         self.generation = max([node.generation for node in in_nodes])
         self.inputs = in_nodes
-        outputs = tuple([Variable._of_output(y, self) for y in ys])
-        self.outputs = tuple([weakref.ref(y._node) for y in outputs])
+        if len(ys) == 1:                           # the common case, without the loops
+            y = Variable._of_output(ys[0], self)
+            self.outputs = (weakref.ref(y._node),)
+            outputs: tuple[Variable, ...] = (y,)
+        else:
+            outputs = tuple([Variable._of_output(y, self) for y in ys])
+            self.outputs = tuple([weakref.ref(y._node) for y in outputs])
         if self._retain_out:
             self._retained_out = {i: self._pack(ys[i]) for i in self._retain_out}
         return outputs

@@ -17,6 +17,7 @@ from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import ShapeError
 from memsave.functions._operands import operand
+from memsave.functions.array import reshape, transpose
 
 __all__ = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "absolute", "abs",
            "square", "matmul", "mean"]
@@ -131,7 +132,6 @@ class Square(FunctionNode):
 
 
 def _swap_last(x: Variable) -> Variable:
-    from memsave.functions.array import transpose
     axes = list(range(x.ndim))
     axes[-2], axes[-1] = axes[-1], axes[-2]
     return transpose(x, axes)
@@ -271,8 +271,6 @@ def matmul(a: Any, b: Any) -> Variable:
     >>> matmul(Variable(np.eye(2)), np.ones((2, 3))).shape
     (2, 3)
     """
-    from memsave.functions.array import reshape
-
     a_shape, b_shape = a.shape, b.shape
     if len(a_shape) == 0 or len(b_shape) == 0:
         raise ShapeError(f"matmul needs operands of rank >= 1, got shapes {a_shape} and {b_shape}")
