@@ -56,6 +56,9 @@ def _mpi() -> ModuleType:
     return MPI
 
 
+_FORWARD_SECONDS = 0.5  # how long a failing rank waits for its traceback to be forwarded
+
+
 def init(comm: Any = None) -> Any:
     """Start MPI, choose the communicator (default: every process), and return it.
 
@@ -85,6 +88,9 @@ def _abort_all_ranks(previous: Any) -> Any:
                          f"memsave.distributed: rank {comm.Get_rank()} failed; aborting all "
                          f"{comm.Get_size()} ranks\n")
         sys.stderr.flush()
+        # MPI_Abort tears down the launcher's output forwarding at once: give it a moment to
+        # pass the traceback on, or every rank's message can be lost
+        time.sleep(_FORWARD_SECONDS)
         comm.Abort(1)
     return hook
 
