@@ -189,6 +189,12 @@ def _to_hand_over(f: FunctionNode, gys: list) -> tuple[Variable, ...]:
     return tuple([gys[i] for i in f.overwritable_grads if gys[i] is not None and _sole(gys, i)])
 
 
+def _pop(values: list, i: int) -> Any:
+    """``values[i]``, leaving None in its place: the list no longer holds it."""
+    value, values[i] = values[i], None
+    return value
+
+
 def _add_gradient(grads: dict[VariableNode, Variable], node: VariableNode, gx: Variable,
                   create_graph: bool) -> None:
     """``grads[node] += gx``: into the existing buffer when the engine alone holds it."""
@@ -324,13 +330,13 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
             else:
                 gxs = f.backward(indexes, *gys)
             del gys, handed
-            gxs = _checked_gradients(f, gxs)
+            gxs = list(_checked_gradients(f, gxs))
             if not retain_graph:
                 f.release()
             for i in indexes:
                 if gxs[i] is not None:
                     node = f.inputs[i]
-                    _add_gradient(grads, node, _fit(f, i, gxs[i], node), create_graph)
+                    _add_gradient(grads, node, _fit(f, i, _pop(gxs, i), node), create_graph)
                     if retain_grad and node.creator is not None and node.variable is not None:
                         node.variable.grad_var = grads[node]
                     push(node.creator)
