@@ -16,13 +16,14 @@ Variable is referenced by the engine's list and nothing else (not a retained ``.
 not a leaf's ``.grad``, not another gradient entry, not a ``grad()`` target, not a user's
 ``grad_outputs``); its array is referenced by that Variable alone (no other Variable, no
 view, no saved array, no hook's copy of ``.grad``) and owns its memory, C-contiguous (it is
-not a view of a shared buffer).  Reference counts are compared with those of a Variable
-known to be held once, measured through the same function (``_SOLE_HOLDERS``).  In the
-same way, a gradient that reaches a node twice is summed into the first one's buffer when
-the engine alone holds it.  And while backward() releases the graph as it goes (no
-``retain_graph``, no ``create_graph``), a backward done reading a retained input may
-:func:`take_input` its buffer to write the input gradient there (linear: ``gy @ W`` into
-x), when nothing else holds that array: not the user, not another op, not a checkpoint.
+not a view of a shared buffer); and it is large enough to matter (64 KiB).  Reference
+counts are compared with those of a Variable known to be held once, measured through the
+same function (``_SOLE_HOLDERS``).  In the same way, a gradient that reaches a node twice
+is summed into the first one's buffer when the engine alone holds it.  And while
+backward() releases the graph as it goes (no ``retain_graph``, no ``create_graph``), a
+backward done reading a retained input may :func:`take_input` its buffer to write the
+input gradient there (linear: ``gy @ W`` into x), when nothing else holds that array: not
+the user, not another op, not a checkpoint.
 
 >>> import numpy as np, memsave as ms
 >>> x = ms.Variable(np.array(3.0))
@@ -111,6 +112,9 @@ def _fit(f: FunctionNode, i: int, gx: Variable, node: VariableNode) -> Variable:
 # ----- in-place gradients -----------------------------------------------------------------
 _HANDED_OVER: ContextVar[tuple[Variable, ...]] = ContextVar("memsave_handed_over", default=())
 _RELEASING: ContextVar[bool] = ContextVar("memsave_releasing", default=False)
+_HAND_OVER_MIN_BYTES = 1 << 16
+"""Smaller gradients are not handed over: their memory is negligible, and the check (about
+1 us) costs more than a new buffer."""
 
 
 def handed_over(gy: Variable | None) -> bool:
@@ -186,7 +190,8 @@ def _sole(container: Any, key: Any) -> bool:
 
 def _to_hand_over(f: FunctionNode, gys: list) -> tuple[Variable, ...]:
     """The output gradients ``f`` may overwrite: those it lists that the engine alone holds."""
-    return tuple([gys[i] for i in f.overwritable_grads if gys[i] is not None and _sole(gys, i)])
+    return tuple([gys[i] for i in f.overwritable_grads if gys[i] is not None
+                  and gys[i]._array.nbytes >= _HAND_OVER_MIN_BYTES and _sole(gys, i)])
 
 
 def _pop(values: list, i: int) -> Any:

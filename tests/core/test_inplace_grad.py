@@ -43,8 +43,18 @@ def double(x):
 
 
 @pytest.fixture(autouse=True)
-def _clear_seen():
+def _clear_seen(monkeypatch):
     Double.seen = []
+    monkeypatch.setattr(backprop, "_HAND_OVER_MIN_BYTES", 0)    # small arrays in most tests
+
+
+def test_small_gradients_are_not_handed_over(monkeypatch):
+    monkeypatch.setattr(backprop, "_HAND_OVER_MIN_BYTES", 1 << 16)
+    for n, handed in ((8191, False), (8192, True)):                # float64: 64 KiB
+        x = Variable(np.ones(n))
+        (double(x) * 3.0).sum().backward()
+        assert Double.seen[-1] is handed
+        np.testing.assert_array_equal(x.grad, np.full(n, 6.0))
 
 
 def f64(*shape, seed=0):
