@@ -93,7 +93,11 @@ class Sigmoid(FunctionNode):
     def forward(self, x):
         self.retain_outputs(0)
         xp = get_array_module(x)
-        return xp.tanh(x * 0.5) * 0.5 + 0.5  # overflow-free logistic
+        y = xp.multiply(x, 0.5, out=xp.empty_like(x))   # tanh(x / 2) / 2 + 1/2 in one buffer:
+        xp.tanh(y, out=y)                               # the overflow-free logistic
+        y *= 0.5
+        y += 0.5
+        return y
 
     def backward(self, indexes, gy):
         y, = self.retained_outputs()
