@@ -27,9 +27,10 @@ class SumTo(FunctionNode):
 
     def forward(self, x):
         lead = x.ndim - len(self.shape)
-        axes = tuple(range(lead)) + tuple(
-            lead + i for i, n in enumerate(self.shape) if n == 1 and x.shape[lead + i] != 1)
-        y = x.sum(axis=axes, keepdims=True)
+        kept = tuple([lead + i for i, n in enumerate(self.shape) if n == 1 and x.shape[lead + i] != 1])
+        if not kept:                               # leading axes only (a bias gradient)
+            return x.sum(axis=tuple(range(lead)))
+        y = x.sum(axis=tuple(range(lead)) + kept, keepdims=True)
         return y.reshape(self.shape) if lead else y
 
     def backward(self, indexes, gy):
@@ -65,12 +66,12 @@ def sum_to(x: Any, shape: tuple[int, ...]) -> Variable:
     >>> sum_to(Variable(np.ones((2, 3))), (3,)).array
     array([2., 2., 2.])
     """
-    shape = tuple(shape)
-    if tuple(x.shape) == shape:
+    shape, x_shape = tuple(shape), tuple(x.shape)
+    if x_shape == shape:
         return x
-    lead = len(x.shape) - len(shape)
-    if lead < 0 or any(n not in (1, m) for n, m in zip(shape, x.shape[lead:])):
-        raise ShapeError(f"cannot sum shape {tuple(x.shape)} to shape {shape}")
+    lead = len(x_shape) - len(shape)
+    if lead < 0 or any([n != 1 and n != m for n, m in zip(shape, x_shape[lead:])]):
+        raise ShapeError(f"cannot sum shape {x_shape} to shape {shape}")
     return SumTo(shape).apply(x)[0]
 
 
@@ -84,10 +85,8 @@ def broadcast_to(x: Any, shape: tuple[int, ...]) -> Variable:
     shape = tuple(shape)
     if tuple(x.shape) == shape:
         return x
-    try:
-        numpy.broadcast_shapes(tuple(x.shape), shape)
-    except ValueError:
-        raise ShapeError(f"cannot broadcast shape {tuple(x.shape)} to shape {shape}") from None
+    if len(x.shape) > len(shape) or any([n != 1 and n != m for n, m in zip(x.shape[::-1], shape[::-1])]):
+        raise ShapeError(f"cannot broadcast shape {tuple(x.shape)} to shape {shape}")
     return BroadcastTo(shape).apply(x)[0]
 
 

@@ -44,9 +44,8 @@ def stamp(array: Any) -> Any:
         size = array.size
         if size <= _SAMPLES:
             return array.tobytes() if size else None
-        if array.flags.c_contiguous:                     # take() reads it flat, without a copy
-            return array.take(_sample_positions(size)).tobytes()
-        return array.ravel(order="K").take(_sample_positions(size)).tobytes()
+        # ravel(order="K") is a view of any contiguous array (a copy only of a strided one)
+        return array.ravel(order="K")[_sample_positions(size)].tobytes()
     if not backend.is_array(array) or array.size == 0:
         return None
     flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")
