@@ -28,7 +28,6 @@ from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
 from memsave.functions._window import Window
-from memsave.functions.array import reshape
 from memsave.functions.array import sum as sum_
 from memsave.functions.math import matmul
 
@@ -52,7 +51,7 @@ class Linear(FunctionNode):
         gx = _linear_grad_x(self, gy, W) if 0 in indexes else None
         if len(self.inputs) == 2:
             return gx, gW
-        gb = sum_(reshape(gy, (-1, gy.shape[-1])), axis=0) if 2 in indexes else None
+        gb = gy if 2 in indexes else None      # the engine sums it to b's shape (sum_to)
         return gx, gW, gb
 
 
