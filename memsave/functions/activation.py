@@ -36,6 +36,13 @@ def _elementwise(kernel: Any, x: Any, *others: Any, out: Any = None) -> Any:
     into ``out`` (default: a new array like x), chunk by chunk on the CPU.  ``out`` may be one
     of the operands: each chunk is computed before it is written."""
     xp = get_array_module(x)
+    if xp is numpy and x.ndim and x.size <= _CHUNK:   # one chunk: the kernel on the arrays
+        y = kernel(x, *others)
+        if out is None and y.dtype == x.dtype:
+            return y
+        out = xp.empty(x.shape, dtype=x.dtype) if out is None else out
+        out[...] = y
+        return out
     flat = [a.reshape(-1) for a in (x, *others)]
     if xp is not numpy:
         if out is None:
