@@ -319,9 +319,9 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
         while heap:
             f = heapq.heappop(heap)[2]
             gys = _output_grads(f, grads, keep, retain_grad)
-            indexes = tuple(i for i, x in enumerate(f.inputs)
-                            if x.requires_grad and (needed is None or x in needed))
-            if not indexes or all(gy is None for gy in gys):
+            indexes = tuple([i for i, x in enumerate(f.inputs)
+                             if x.requires_grad and (needed is None or x in needed)])
+            if not indexes or not any([gy is not None for gy in gys]):
                 if readers:
                     handled(f)
                 continue
