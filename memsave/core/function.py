@@ -36,6 +36,9 @@ from memsave.core import hooks
 from memsave.core.saved import SavedArray
 from memsave.core.variable import Variable, VariableNode, as_variable
 
+_NOTHING: Mapping[int, SavedArray] = MappingProxyType({})
+"""No retained arrays (an op that retains none, or one released after backward)."""
+
 
 class FunctionNode:
     """Base class of every op. Subclasses implement ``forward`` and ``backward``."""
@@ -46,7 +49,7 @@ class FunctionNode:
     overwritable_grads: tuple[int, ...] = ()
     """Outputs whose gradient backward may write its result into when the engine hands it
     over (memsave.core.backprop: in-place gradients)."""
-    _retained_out: Mapping[int, SavedArray] = MappingProxyType({})   # replaced, never mutated
+    _retained_out: Mapping[int, SavedArray] = _NOTHING   # replaced when outputs are retained
 
     # ----- forward ----------------------------------------------------------------
     def apply(self, *inputs: Any) -> tuple[Variable, ...]:
@@ -191,8 +194,7 @@ class FunctionNode:
     def release(self) -> None:
         """Drop everything kept for backward (called by backward unless retain_graph)."""
         self._saved = None
-        self._retained_in = {}
-        self._retained_out = {}
+        self._retained_in = self._retained_out = _NOTHING
 
 
 def _as_arrays(ys: Any) -> tuple:

@@ -31,9 +31,10 @@ class VariableNode:
     __slots__ = ("creator", "generation", "shape", "dtype", "name", "requires_grad",
                  "_variable", "__weakref__")
 
-    def __init__(self, variable: Variable, array: Any, requires_grad: bool, name: str | None) -> None:
-        self.creator: FunctionNode | None = None
-        self.generation = 0
+    def __init__(self, variable: Variable, array: Any, requires_grad: bool, name: str | None,
+                 creator: FunctionNode | None = None) -> None:
+        self.creator = creator
+        self.generation = 0 if creator is None else creator.generation + 1
         self.shape = array.shape
         self.dtype = array.dtype
         self.name = name
@@ -109,10 +110,7 @@ class Variable:
         var = cls.__new__(cls)
         var._array = array
         var._grad_var = None
-        node = var._node = VariableNode(var, array, creator is not None, None)
-        if creator is not None:
-            node.creator = creator
-            node.generation = creator.generation + 1
+        var._node = VariableNode(var, array, creator is not None, None, creator)
         return var
 
     @classmethod
@@ -215,10 +213,10 @@ class Variable:
         if value is not None:
             if not isinstance(value, Variable):
                 raise TypeError(f"grad_var must be a Variable or None, got {type(value).__name__}")
-            if value.shape != self.shape:
+            if value._array.shape != self._array.shape:
                 raise ShapeError(f"gradient shape {value.shape} does not match variable shape "
                                  f"{self.shape}")
-            if value.dtype != self.dtype:
+            if value._array.dtype != self._array.dtype:
                 raise DTypeError(f"gradient dtype {value.dtype} does not match variable dtype "
                                  f"{self.dtype}; cast it with .astype({self.dtype.name!r})")
         self._grad_var = value
