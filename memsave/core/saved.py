@@ -19,6 +19,7 @@ memsave.errors.InPlaceError: Tanh: output 0 (shape (4,), float64), saved for bac
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy
@@ -34,6 +35,12 @@ def _sample_positions(size: int) -> numpy.ndarray:
     return numpy.unique(numpy.linspace(0, size - 1, min(size, _SAMPLES)).astype(numpy.intp))
 
 
+@functools.lru_cache(maxsize=512)
+def _sample_index(shape: tuple[int, ...]) -> tuple[numpy.ndarray, ...]:
+    """The sample positions as an index into an array of ``shape`` (C order)."""
+    return numpy.unravel_index(_sample_positions(math.prod(shape)), shape)
+
+
 def stamp(array: Any) -> Any:
     """A few elements of ``array``, enough to notice a later in-place write (None if nothing to see).
 
@@ -44,8 +51,9 @@ def stamp(array: Any) -> Any:
         size = array.size
         if size <= _SAMPLES:
             return array.tobytes() if size else None
-        # ravel(order="K") is a view of any contiguous array (a copy only of a strided one)
-        return array.ravel(order="K")[_sample_positions(size)].tobytes()
+        if array.base is None or array.flags.forc:   # ravel(order="K") is a view: sample it
+            return array.ravel(order="K")[_sample_positions(size)].tobytes()
+        return array[_sample_index(array.shape)].tobytes()   # a strided view: never copied whole
     if not backend.is_array(array) or array.size == 0:
         return None
     flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")
