@@ -10,17 +10,30 @@ Run each framework with its interpreter (torch and chainer from their venvs):
 
     python benchmarks/overhead.py --framework numpy --json
     benchmarks/.venvs/torch/bin/python benchmarks/overhead.py --framework torch --json
+
+or let ``--paired N`` run memsave (this interpreter) and torch (``--torch-python``) N times
+each, alternating, each run in a fresh process with ``--threads`` BLAS/OpenMP threads and
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed from its environment (each run reports the BLAS
+kernel it used).  It prints, per framework, the min and median over processes of the
+median-block and of the min-block µs/op, and the ratio memsave/torch of each pair:
+
+    python benchmarks/overhead.py --paired 5 --torch-python .venv-torch/bin/python
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from workload import TINY, Step, Workload
+
+HERE = Path(__file__).resolve().parent
 
 MODULES = {"numpy": "numpy_floor", "torch": "torch_bench", "chainer": "chainer_bench",
            "memsave": "memsave_bench"}
@@ -58,14 +71,87 @@ def run(framework: str, steps: int, blocks: int, warmup: int) -> dict[str, objec
             "versions": module.versions()}
 
 
+def fresh_run(python: str, framework: str, threads: int, steps: int, blocks: int,
+              warmup: int) -> dict[str, object]:
+    """:func:`run` in a new process of ``python``, with ``threads`` BLAS/OpenMP threads and
+    the OpenBLAS kernel overrides removed from its environment."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env.update({name: str(threads) for name in
+                ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    command = [python, str(HERE / "overhead.py"), "--framework", framework, "--json",
+               "--steps", str(steps), "--blocks", str(blocks), "--warmup", str(warmup)]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def paired(rounds: int, torch_python: str, threads: int, steps: int, blocks: int,
+           warmup: int) -> dict[str, object]:
+    """memsave and torch alternating, ``rounds`` fresh processes each; per framework the min
+    and median over processes, and the per-round ratios memsave/torch."""
+    runs: dict[str, list[dict[str, object]]] = {"memsave": [], "torch": []}
+    for _ in range(rounds):
+        for framework, python in (("memsave", sys.executable), ("torch", torch_python)):
+            runs[framework].append(fresh_run(python, framework, threads, steps, blocks, warmup))
+    summary: dict[str, object] = {"rounds": rounds, "threads": threads}
+    for framework, results in runs.items():
+        medians = [float(r["us_per_op"]) for r in results]
+        mins = [float(r["min_step_us"]) / float(r["ops_per_step"]) for r in results]
+        summary[framework] = {
+            "us_per_op_median_block": {"min": min(medians), "median": statistics.median(medians)},
+            "us_per_op_min_block": {"min": min(mins), "median": statistics.median(mins)},
+            "versions": results[0]["versions"]}
+    pairs = list(zip(runs["memsave"], runs["torch"]))
+    for key, of in (("ratio_median_block", lambda r: float(r["us_per_op"])),
+                    ("ratio_min_block", lambda r: float(r["min_step_us"]))):
+        ratios = [of(m) / of(t) for m, t in pairs]
+        summary[key] = {"min": min(ratios), "median": statistics.median(ratios),
+                        "each": [round(r, 3) for r in ratios]}
+    return summary
+
+
+def print_paired(summary: dict[str, object]) -> None:
+    """The :func:`paired` summary as a few lines of text."""
+    for framework in ("memsave", "torch"):
+        entry = summary[framework]
+        med, low = entry["us_per_op_median_block"], entry["us_per_op_min_block"]
+        print(f"{framework:8s} us/op  median block: min {med['min']:6.2f} median "
+              f"{med['median']:6.2f}   min block: min {low['min']:6.2f} median "
+              f"{low['median']:6.2f}   ({entry['versions'].get('blas', 'blas ?')})")
+    for key in ("ratio_median_block", "ratio_min_block"):
+        r = summary[key]
+        print(f"memsave/torch {key[6:]:12s} min {r['min']:.2f} median {r['median']:.2f} "
+              f"(each pair: {', '.join(f'{x:.2f}' for x in r['each'])})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--framework", choices=sorted(MODULES), required=True)
+    parser.add_argument("--framework", choices=sorted(MODULES))
+    parser.add_argument("--paired", type=int, metavar="N",
+                        help="alternate memsave and torch, N fresh processes each")
+    parser.add_argument("--torch-python", default=str(HERE / ".venvs" / "torch" / "bin" / "python"),
+                        help="interpreter with torch, for --paired")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (--paired)")
     parser.add_argument("--steps", type=int, default=500, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=7, help="timed blocks (median taken)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed steps first")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
+    if (args.framework is None) == (args.paired is None):
+        parser.error("give exactly one of --framework and --paired")
+    if args.paired is not None:
+        if args.paired < 1:
+            parser.error(f"--paired needs at least 1 round, got {args.paired}")
+        if not Path(args.torch_python).exists():
+            parser.error(f"--torch-python {args.torch_python} does not exist; create the venv "
+                         "with benchmarks/setup_venvs.sh or pass the interpreter that has torch")
+        summary = paired(args.paired, args.torch_python, args.threads, args.steps, args.blocks,
+                         args.warmup)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print_paired(summary)
+        return 0
     result = run(args.framework, args.steps, args.blocks, args.warmup)
     if args.json:
         print(json.dumps(result))
