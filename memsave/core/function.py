@@ -65,7 +65,8 @@ class FunctionNode:
             in_arrays.append(x._array)
             in_nodes.append(node)
             any_requires_grad = any_requires_grad or node.requires_grad
-            generation = max(generation, node.generation)
+            if node.generation > generation:
+                generation = node.generation
         recording = any_requires_grad and is_grad_enabled()
         self._recording = recording
         self._forward_inputs = in_vars
