@@ -9,7 +9,7 @@ import pytest
 import memsave as ms
 from memsave import bench, nn, policies
 from memsave.memory import measure
-from memsave.remat.auto import Candidate, choose, profile_modules
+from memsave.remat.auto import Candidate, _lookup, choose, profile_modules
 
 
 class Residual(nn.Module):
@@ -230,10 +230,19 @@ def test_a_second_call_keeps_the_users_own_checkpoints():
     assert _wrapped_names(net) == ["0"]
 
 
-def test_policies_trade_memory_for_time_and_are_applied():
+@pytest.fixture
+def op_count_clock(monkeypatch):
+    """Profiling time measured in clock reads (two per op, two per submodule call), so plans
+    do not depend on how busy the machine is."""
+    from memsave.remat import auto
+    ticks = itertools.count()
+    monkeypatch.setattr(auto.time, "perf_counter", lambda: float(next(ticks)))
+
+
+def test_policies_trade_memory_for_time_and_are_applied(op_count_clock):
     """A submodule checkpointed with dots_saveable keeps its matrix products: it frees less
-    than recomputing everything and adds less time (its products are not re-run), so a
-    budget one such checkpoint meets gets one, applied with that policy."""
+    than recomputing everything and adds less time (its products are not re-run); a budget
+    that such a checkpoint meets more cheaply gets it, applied with that policy."""
     net, x = _model("transformer", np.float64)
     plain_grads = _step(net, x)
     candidates, plain = profile_modules(net, x, policies=(policies.dots_saveable,))
@@ -244,11 +253,14 @@ def test_policies_trade_memory_for_time_and_are_applied():
         assert 0 < dots[name].saved < whole[name].saved
         assert dots[name].time < whole[name].time
     need = dots["0"].saved  # the blocks are equal: any block's dots option meets it
-    assert choose(candidates, need)[0].policy is policies.dots_saveable
+    expected = choose(candidates, need)
+    assert any(c.policy is policies.dots_saveable for c in expected)
+    assert sum(c.time for c in expected) < sum(c.time for c in choose(list(whole.values()), need))
     plan = ms.auto_checkpoint(net, x, budget=plain - need)
-    assert [c.policy for c in plan.chosen] == [policies.dots_saveable]
+    assert plan.chosen == expected
     assert "dots_saveable" in str(plan)
-    assert net[int(plan.names[0])]._self_options["policy"] is policies.dots_saveable
+    for c in plan.chosen:
+        assert _lookup(net, c.name)._self_options["policy"] is c.policy
     grads = _step(net, x)
     for key, value in plain_grads.items():
         np.testing.assert_allclose(grads[key], value, rtol=1e-12, atol=1e-14)
