@@ -79,6 +79,8 @@ def _seed_grads(outputs: Sequence[Variable], grad_outputs: Sequence[Any]) -> dic
 
 
 def _checked_gradients(f: FunctionNode, gxs: Any) -> tuple:
+    if type(gxs) is Variable and len(f.inputs) == 1:  # the common case: one input, one gradient
+        return (gxs,)
     if isinstance(gxs, Variable) or gxs is None:
         gxs = (gxs,)
     if not isinstance(gxs, tuple):
@@ -97,6 +99,9 @@ def _checked_gradients(f: FunctionNode, gxs: Any) -> tuple:
 
 def _fit(f: FunctionNode, i: int, gx: Variable, node: VariableNode) -> Variable:
     """Reduce a broadcast gradient to its input's shape and give it the input's dtype."""
+    array = gx._array
+    if array.shape == node.shape and array.dtype == node.dtype:  # the common case
+        return gx
     if gx.dtype.kind != "f":
         raise DTypeError(f"{f.label}.backward returned a {gx.dtype} gradient for input {i} "
                          f"({node.dtype}); gradients must be floating-point")
@@ -126,7 +131,8 @@ def handed_over(gy: Variable | None) -> bool:
     >>> handed_over(Variable(np.ones(2)))
     False
     """
-    return gy is not None and any(gy is g for g in _HANDED_OVER.get())
+    handed = _HANDED_OVER.get()
+    return bool(handed) and gy is not None and any(gy is g for g in handed)
 
 
 def take_input(f: FunctionNode, i: int) -> Any:
