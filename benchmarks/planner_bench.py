@@ -135,15 +135,23 @@ def main() -> None:
           "| 1.00 / 1.00 | - |")
 
 
-def sweep(workload: bench.Workload, counts: list[int], gradients: str, profile_repeats: int) -> None:
-    """For each segment count K: K segments' measured peak and forwards, and the plan's for
-    that budget (predicted and measured): a markdown table."""
+def profiled(workload: bench.Workload, gradients: str,
+             profile_repeats: int) -> tuple[ms.optim.SGD, planner.Chain]:
+    """An SGD optimizer (applied inside backward when ``gradients`` is "freed", so that its
+    gradients do not stay) and the workload's chain, planned for those gradients."""
     optimizer = ms.optim.SGD(workload.parameters, lr=1e-6)
     if gradients == "freed":
         optimizer.step_in_backward()
     chain = planner.profile(workload.layers, workload.x, repeats=profile_repeats, loss=loss_of)
     if gradients == "freed":
         chain = dataclasses.replace(chain, grad=[0] * chain.n_layers)
+    return optimizer, chain
+
+
+def sweep(workload: bench.Workload, counts: list[int], gradients: str, profile_repeats: int) -> None:
+    """For each segment count K: K segments' measured peak and forwards, and the plan's for
+    that budget (predicted and measured): a markdown table."""
+    optimizer, chain = profiled(workload, gradients, profile_repeats)
     n = len(workload.layers)
     print(f"gradients {gradients}")
     print("| segments K | K segments: peak MiB | extra forwards | plan: predicted peak MiB "
@@ -161,12 +169,7 @@ def sweep(workload: bench.Workload, counts: list[int], gradients: str, profile_r
 def versus_segments(workload: bench.Workload, segments: int | str, pairs: int, gradients: str,
                     profile_repeats: int) -> None:
     """The plan at the segments' measured peak against those segments, step for step."""
-    optimizer = ms.optim.SGD(workload.parameters, lr=1e-6)
-    if gradients == "freed":
-        optimizer.step_in_backward()
-    chain = planner.profile(workload.layers, workload.x, repeats=profile_repeats, loss=loss_of)
-    if gradients == "freed":
-        chain = dataclasses.replace(chain, grad=[0] * chain.n_layers)
+    optimizer, chain = profiled(workload, gradients, profile_repeats)
     sqrt_peak, sqrt_forwards = peak_and_forwards(workload, {"segments": segments})
     schedule = planner.solve(chain, sqrt_peak)
     peak, forwards = peak_and_forwards(workload, {"schedule": schedule})
