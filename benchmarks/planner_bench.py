@@ -33,15 +33,11 @@ from memsave.memory import MiB, measure
 from memsave.remat.sequential import segment_bounds
 
 
-def loss_of(h: ms.Variable) -> ms.Variable:
-    return (h * h).sum() * (1.0 / h.size)
-
-
 def step(workload: bench.Workload, how: dict) -> None:
     for p in workload.parameters:
         p.cleargrad()
     h = ms.checkpoint_sequential(workload.counted(), workload.x, **how)
-    loss = loss_of(h)
+    loss = bench.loss(h)
     del h
     loss.backward()
 
@@ -79,7 +75,7 @@ def main() -> None:
     n = len(workload.layers)
 
     start = time.perf_counter()
-    chain = planner.profile(workload.layers, workload.x, repeats=args.profile_repeats, loss=loss_of)
+    chain = planner.profile(workload.layers, workload.x, repeats=args.profile_repeats, loss=bench.loss)
     print(f"{args.workload}, {n} layers; profile ({args.profile_repeats} runs per layer): "
           f"{time.perf_counter() - start:.2f} s; x {chain.x[0] / MiB:.2f} MiB, "
           f"xbar {chain.xbar[0] / MiB:.2f} MiB, grad {chain.grad[0] / MiB:.3f} MiB per layer")
@@ -142,7 +138,7 @@ def profiled(workload: bench.Workload, gradients: str,
     optimizer = ms.optim.SGD(workload.parameters, lr=1e-6)
     if gradients == "freed":
         optimizer.step_in_backward()
-    chain = planner.profile(workload.layers, workload.x, repeats=profile_repeats, loss=loss_of)
+    chain = planner.profile(workload.layers, workload.x, repeats=profile_repeats, loss=bench.loss)
     if gradients == "freed":
         chain = dataclasses.replace(chain, grad=[0] * chain.n_layers)
     return optimizer, chain

@@ -46,7 +46,7 @@ COMPRESSIONS = {"int8": "int8", "fp16": "float16"}
 
 @dataclass
 class Workload:
-    """A chain of layers, its input, and a scalar loss on the chain's output."""
+    """A chain of layers and its input; :func:`loss` turns the chain's output into a scalar."""
 
     name: str
     layers: list[Callable[[Any], Any]]
@@ -65,6 +65,16 @@ class Workload:
                 return layer(h)
             return run
         return [wrap(layer) for layer in self.layers]
+
+
+def loss(h: ms.Variable) -> ms.Variable:
+    """The workloads' loss on the chain's output: the mean of its squares.
+
+    >>> import numpy as np
+    >>> float(loss(ms.Variable(np.array([1.0, 3.0]))).array)
+    5.0
+    """
+    return (h * h).sum() * (1.0 / h.size)
 
 
 def _residual(block: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -197,9 +207,9 @@ def step(workload: Workload, strategy: str) -> None:
     else:
         assert not isinstance(arg, float)  # only budget=F parses to a float
         h = ms.checkpoint_sequential(layers, h, segments=arg)
-    loss = (h * h).sum() * (1.0 / h.size)
+    value = loss(h)
     del h  # as in `loss_fn(model(x)).backward()`: nothing but the graph holds the output
-    loss.backward()
+    value.backward()
 
 
 def planned(workload: Workload, strategy: str) -> ms.planner.Schedule:

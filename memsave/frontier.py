@@ -67,10 +67,6 @@ def budget_bytes(text: str, chain: planner.Chain, sqrt_peak: int) -> int:
     return int(fraction * planner.simulate(tuple(range(chain.n_layers)), chain)[1])
 
 
-def _loss(h: ms.Variable) -> ms.Variable:
-    return (h * h).sum() * (1.0 / h.size)
-
-
 def _step(workload: bench.Workload, how: dict[str, Any]) -> None:
     for p in workload.parameters:
         p.cleargrad()
@@ -80,7 +76,7 @@ def _step(workload: bench.Workload, how: dict[str, Any]) -> None:
     else:  # the plain run
         for layer in workload.counted():
             h = layer(h)
-    loss = _loss(h)
+    loss = bench.loss(h)
     del h
     loss.backward()
 
@@ -99,7 +95,7 @@ def frontier(workload: bench.Workload, budgets: Sequence[str],
     because it is below the least any schedule needs (the message states that minimum)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ms.UselessCheckpointWarning)
-        chain = planner.profile(workload.layers, workload.x, loss=_loss)
+        chain = planner.profile(workload.layers, workload.x, loss=bench.loss)
         configs: dict[str, dict[str, Any]] = {"plain": {},
                                               "sqrt segments": {"segments": "sqrt"}}
         rows = [FrontierRow(label, None, None, peak, None, extra)

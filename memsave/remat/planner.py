@@ -579,12 +579,11 @@ class _GradientSource(FunctionNode):
         return Variable(xp.ones(shape, dtype=dtype))
 
 
-def _workspaces(layer: Callable[[Any], Any], h: Any) -> tuple[int, int, int]:
+def _workspaces(layer: Callable[[Any], Any], h: Any, device: str) -> tuple[int, int, int]:
     """Transient bytes of ``layer`` on ``h`` (live bytes: :func:`memsave.memory.measure`):
     beyond what it keeps in a taped forward, beyond its output in a forward that keeps
     nothing, beyond its output's and input's gradients and its parameters' gradients in
     backward (whose output gradient and saved arrays go as soon as the engine is done)."""
-    device = "cpu" if backend.get_array_module(h) is np else "gpu"
     given = Variable(h, requires_grad=True)
     # one enclosing measurement: tracemalloc must have seen the saved arrays allocated to
     # see them freed during backward
@@ -604,10 +603,9 @@ def _workspaces(layer: Callable[[Any], Any], h: Any) -> tuple[int, int, int]:
     return max(0, taped.peak - kept), max(0, recompute), max(0, backward.peak - written)
 
 
-def _loss_workspace(loss: Callable[[Any], Any], h: Any) -> int:
+def _loss_workspace(loss: Callable[[Any], Any], h: Any, device: str) -> int:
     """Bytes ``loss`` and its backward allocate on ``h`` beyond ``h``'s gradient (measured
     on the second run: a first run also allocates one-time caches)."""
-    device = "cpu" if backend.get_array_module(h) is np else "gpu"
     loss(Variable(h, requires_grad=True)).backward()
     given = Variable(h, requires_grad=True)
     with measure(device) as m:
@@ -634,19 +632,20 @@ def profile(layers: Sequence[Callable[[Any], Any]], x: Any, repeats: int = 1,
     h = (x if isinstance(x, Variable) else Variable(x)).array
     uf, ub, sizes, xbar, wgrad = [], [], [h.nbytes], [], []
     workspaces = []
+    device = "cpu" if backend.get_array_module(h) is np else "gpu"  # where to measure bytes
     state = random.get_state()
     try:
         with using_config("in_recompute", True):
             for layer in layers:
                 runs = [_profile_layer(layer, h) for _ in range(repeats)]
-                workspaces.append(_workspaces(layer, h))
+                workspaces.append(_workspaces(layer, h, device))
                 h, _, _, kept, params = runs[-1]
                 uf.append(min(run[1] for run in runs))
                 ub.append(min(run[2] for run in runs))
                 xbar.append(kept)
                 wgrad.append(params)
                 sizes.append(h.nbytes)
-            after = 0 if loss is None else _loss_workspace(loss, h)
+            after = 0 if loss is None else _loss_workspace(loss, h, device)
     finally:
         random.set_state(state)
     fwd, recompute, bwd = (list(column) for column in zip(*workspaces))
