@@ -393,9 +393,9 @@ def auto_checkpoint(module: Any, *args: Any, budget: int | str | float,
     >>> len(plan.names), "3" in plan.names, plan.predicted_bytes <= plan.budget  # 3 saves most
     (3, True, True)
     """
-    _undo_previous_plan(module)
     for policy in policies:
         check_policy(policy)
+    _undo_previous_plan(module)
     candidates, plain = profile_modules(module, *args, policies=policies)
     nbytes = resolve_budget(budget, plain)
     need = plain - nbytes
