@@ -24,6 +24,7 @@ from typing import Any
 from memsave.backend import get_array_module, scatter_add
 from memsave.config import config
 from memsave.core.backprop import take_input
+from memsave.core.fit import broadcast_to
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable
 from memsave.errors import DTypeError, ShapeError
@@ -46,13 +47,16 @@ class Linear(FunctionNode):
 
     def backward(self, indexes, gy):
         x, W = self.retained_inputs()
-        gW = LinearGradW().apply(gy, x)[0] if 1 in indexes else None
+        gW = gb = None
+        if 1 in indexes:                        # W's gradient, and b's in the same op
+            with_bias = len(self.inputs) == 3 and 2 in indexes
+            grads = LinearGradParams(with_bias).apply(gy, x)
+            gW, gb = grads if with_bias else (grads[0], None)
+        elif 2 in indexes:
+            gb = gy                             # the engine sums it to b's shape (sum_to)
         del x                                   # done with x: gx may take its buffer
         gx = _linear_grad_x(self, gy, W) if 0 in indexes else None
-        if len(self.inputs) == 2:
-            return gx, gW
-        gb = gy if 2 in indexes else None      # the engine sums it to b's shape (sum_to)
-        return gx, gW, gb
+        return (gx, gW) if len(self.inputs) == 2 else (gx, gW, gb)
 
 
 def _linear_grad_x(f: Linear, gy: Variable, W: Variable) -> Variable:
@@ -65,17 +69,26 @@ def _linear_grad_x(f: Linear, gy: Variable, W: Variable) -> Variable:
     return Variable(xp.matmul(gy.array, W.array, out=buffer), requires_grad=False)
 
 
-class LinearGradW(FunctionNode):
-    """``gy.T @ x`` over all leading axes: the weight gradient of :class:`Linear` in one op."""
+class LinearGradParams(FunctionNode):
+    """The parameter gradients of :class:`Linear` in one op: ``gy.T @ x`` over all leading
+    axes, and with ``with_bias`` also ``gy`` summed over them (outputs gW, gb)."""
+
+    def __init__(self, with_bias=False):
+        self.with_bias = with_bias
 
     def forward(self, gy, x):
         self.retain_inputs(0, 1)
-        return gy.reshape(-1, gy.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        rows = gy.reshape(-1, gy.shape[-1])
+        gW = rows.T @ x.reshape(-1, x.shape[-1])
+        return (gW, rows.sum(axis=0)) if self.with_bias else gW
 
-    def backward(self, indexes, ggW):
+    def backward(self, indexes, ggW, ggb=None):
         gy, x = self.retained_inputs()
-        g_gy = linear(x, ggW) if 0 in indexes else None
-        g_x = matmul(gy, ggW) if 1 in indexes else None
+        g_gy = g_x = None
+        if 0 in indexes:
+            g_gy = broadcast_to(ggb, gy.shape) if ggW is None else linear(x, ggW, ggb)
+        if 1 in indexes and ggW is not None:
+            g_x = matmul(gy, ggW)
         return g_gy, g_x
 
 

@@ -281,6 +281,31 @@ def test_conv2d_transient_memory_with_backward():
 
 # ----- dtypes ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("x_shape", [(3, 4), (2, 3, 4)])
+@pytest.mark.parametrize("trainable", ["xWb", "Wb", "xb", "b", "xW"])
+def test_linear_first_and_second_derivatives(x_shape, trainable):
+    # W's and b's gradients come from one op (LinearGradParams); b alone goes through the
+    # engine's sum_to.  Every combination of what is trained, on 2-D and 3-D inputs.
+    rng = np.random.default_rng(3)
+    arrays = {"x": rng.standard_normal(x_shape), "W": rng.standard_normal((5, 4)),
+              "b": rng.standard_normal(5)}
+
+    def f(*trained):
+        args = dict(arrays, **dict(zip(trainable, trained)))   # the others stay constants
+        return F.tanh(F.linear(args["x"], args["W"], args["b"]))
+
+    inputs = [arrays[name] for name in trainable]
+    assert ms.gradcheck(f, inputs) and ms.gradgradcheck(f, inputs)
+    x, W, b = (ms.Variable(arrays[name], requires_grad=name in trainable) for name in "xWb")
+    F.linear(x, W, b).sum().backward()
+    rows = np.prod(x_shape[:-1])
+    if "b" in trainable:
+        np.testing.assert_allclose(b.grad, np.full(5, rows, dtype=float))
+    if "W" in trainable:
+        np.testing.assert_allclose(W.grad, np.broadcast_to(arrays["x"].reshape(rows, 4).sum(0),
+                                                           (5, 4)))
+
+
 def test_linear_and_conv2d_refuse_mixed_dtypes():
     x64, W32 = np.ones((2, 3)), np.ones((4, 3), dtype=np.float32)
     with pytest.raises(ms.DTypeError, match=r"linear: x is float64 but W is float32; .*"
