@@ -60,6 +60,68 @@ class Div(FunctionNode):
         return ga, (-ga * a / b if 1 in indexes else None)
 
 
+# ----- ops with a Python number: the number is part of the op, not an input -------------
+# ``x * 0.5``, ``loss / batch``, ``1 - x``: nothing is wrapped as a Variable, nothing is
+# kept for backward, and the results are those of the two-input ops (the number takes x's
+# dtype first, as there).
+
+class AddConstant(FunctionNode):
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x + self.c
+
+    def backward(self, indexes, gy):
+        return gy
+
+
+class SubFromConstant(FunctionNode):
+    """``c - x``."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return self.c - x
+
+    def backward(self, indexes, gy):
+        return neg(gy)
+
+
+class MulConstant(FunctionNode):
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x * self.c
+
+    def backward(self, indexes, gy):
+        return MulConstant(self.c).apply(gy)[0]
+
+
+class DivByConstant(FunctionNode):
+    """``x / c``."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x / self.c
+
+    def backward(self, indexes, gy):
+        return DivByConstant(self.c).apply(gy)[0]
+
+
+def _number(value: Any, other: Any) -> Any:
+    """``value`` as a scalar of ``other``'s dtype when it is a Python int or float and ``other``
+    a floating-point Variable (then the op can hold it as a constant), else None."""
+    if type(value) is float or type(value) is int:
+        if isinstance(other, Variable) and other._array.dtype.kind == "f":
+            return other._array.dtype.type(value)
+    return None
+
+
 class Pow(FunctionNode):
     def forward(self, a, b):
         self.retain_inputs(0, 1)
@@ -158,6 +220,12 @@ def add(a: Any, b: Any) -> Variable:
     >>> add(Variable(np.ones(2)), 1.0).array
     array([2., 2.])
     """
+    c = _number(b, a)
+    if c is not None:
+        return AddConstant(c).apply(a)[0]
+    c = _number(a, b)
+    if c is not None:
+        return AddConstant(c).apply(b)[0]
     return Add().apply(operand(a, b), operand(b, a))[0]
 
 
@@ -168,6 +236,12 @@ def sub(a: Any, b: Any) -> Variable:
     >>> sub(Variable(np.ones(2)), 1.0).array
     array([0., 0.])
     """
+    c = _number(b, a)
+    if c is not None:
+        return AddConstant(-c).apply(a)[0]          # x - c is x + (-c), exactly
+    c = _number(a, b)
+    if c is not None:
+        return SubFromConstant(c).apply(b)[0]
     return Sub().apply(operand(a, b), operand(b, a))[0]
 
 
@@ -178,6 +252,12 @@ def mul(a: Any, b: Any) -> Variable:
     >>> mul(Variable(np.ones(2)), 3.0).array
     array([3., 3.])
     """
+    c = _number(b, a)
+    if c is not None:
+        return MulConstant(c).apply(a)[0]
+    c = _number(a, b)
+    if c is not None:
+        return MulConstant(c).apply(b)[0]
     return Mul().apply(operand(a, b), operand(b, a))[0]
 
 
@@ -188,6 +268,9 @@ def div(a: Any, b: Any) -> Variable:
     >>> div(Variable(np.ones(2)), 4.0).array
     array([0.25, 0.25])
     """
+    c = _number(b, a)
+    if c is not None:
+        return DivByConstant(c).apply(a)[0]
     return Div().apply(operand(a, b), operand(b, a))[0]
 
 

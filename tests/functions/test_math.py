@@ -89,6 +89,38 @@ def test_float32_stays_float32_with_python_scalars(make):
     assert v.grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("c", [3, -0.7, 1e-3, 2049.0])
+def test_python_number_ops_equal_the_two_input_ops_and_keep_nothing(dtype, c):
+    # A Python number becomes part of the op (AddConstant, MulConstant, ...): values and
+    # gradients must be bit for bit those of the op with the number as a 0-d array of x's
+    # dtype, and nothing may be kept for backward.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 2.0, (3, 4)).astype(dtype)
+    gy = rng.standard_normal((3, 4)).astype(dtype)
+    as_array = np.asarray(c, dtype=dtype)
+    packed = []
+    for make in (lambda v, k: v + k, lambda v, k: k + v, lambda v, k: v - k,
+                 lambda v, k: k - v, lambda v, k: v * k, lambda v, k: k * v,
+                 lambda v, k: v / k):
+        v = ms.Variable(x)
+        with ms.saved_array_hooks(lambda a, fn: packed.append(a) or a, lambda a: a):
+            y = make(v, c)
+        assert packed == [] and y.dtype == dtype
+        y.backward(gy)
+        w = ms.Variable(x)
+        expected = make(w, as_array)
+        expected.backward(gy)
+        np.testing.assert_array_equal(y.array, expected.array)
+        np.testing.assert_array_equal(v.grad, w.grad)
+
+
+def test_python_number_ops_on_integer_arrays_promote_as_numpy_does():
+    labels = ms.Variable(np.arange(3))
+    assert (labels * 1.5).dtype == np.float64 and (labels + 1).dtype == labels.dtype
+    np.testing.assert_array_equal((labels / 2).array, np.arange(3) / 2)
+
+
 UNARY = {
     "neg": (F.neg, np.negative, {}),
     "exp": (F.exp, np.exp, {}),

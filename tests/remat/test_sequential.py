@@ -225,7 +225,7 @@ def test_default_is_still_sqrt_segments():
 
 
 def test_useless_segment_warning_names_the_segment_not_internals():
-    layers = [lambda h: h * 2.0] * 4          # keeps nothing worth dropping
+    layers = [lambda h: h * h] * 4            # keeps nothing worth dropping
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ms.checkpoint_sequential(layers, ms.Variable(np.ones(3)) * 1.0, segments=2)
