@@ -24,6 +24,9 @@ _DEFAULTS = {
 }
 
 _VARS = {name: ContextVar(f"memsave.{name}", default=value) for name, value in _DEFAULTS.items()}
+ENABLE_BACKPROP = _VARS["enable_backprop"]
+"""The context variable behind ``config.enable_backprop``, read directly by the engine's hot
+path (``FunctionNode.apply``)."""
 
 
 class _Config:

@@ -35,18 +35,17 @@ the user, not another op, not a checkpoint.
 """
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
 import numpy
 
 from memsave import backend
-from memsave.config import using_config
+from memsave.config import ENABLE_BACKPROP, using_config
 from memsave.core.fit import cast, sum_to
 from memsave.core.function import FunctionNode
 from memsave.core.variable import Variable, VariableNode, _grad_hooks
@@ -66,13 +65,17 @@ def _seed_grads(outputs: Sequence[Variable], grad_outputs: Sequence[Any]) -> dic
                     f"grad can be created implicitly only for a single-element output; "
                     f"this output has shape {y.shape}: pass grad_outputs"
                 )
-            gy = Variable(y.xp.ones_like(y.array), requires_grad=False)
-        elif not isinstance(gy, Variable):
-            gy = Variable(backend.asarray(gy), requires_grad=False)
-        if gy.shape != y.shape:
-            raise ShapeError(f"grad_output shape {gy.shape} does not match output shape {y.shape}")
-        if gy.dtype != y.dtype:
-            gy = cast(gy, y.dtype)
+            array = y._array                        # y's own shape and dtype: nothing to check
+            gy = Variable._of_output(backend.get_array_module(array).ones(array.shape, array.dtype),
+                                     None)
+        else:
+            if not isinstance(gy, Variable):
+                gy = Variable(backend.asarray(gy), requires_grad=False)
+            if gy.shape != y.shape:
+                raise ShapeError(f"grad_output shape {gy.shape} does not match output shape "
+                                 f"{y.shape}")
+            if gy.dtype != y.dtype:
+                gy = cast(gy, y.dtype)
         node = y.node
         grads[node] = gy if node not in grads else grads[node] + gy
     return grads
@@ -151,16 +154,6 @@ def take_input(f: FunctionNode, i: int) -> Any:
     box = [f.release_input(i)]
     return box[0] if _array_holders(box, 0) == _SOLE_ARRAY_HOLDERS and _own_buffer(box[0]) \
         else None
-
-
-@contextlib.contextmanager
-def _releasing(releasing: bool) -> Iterator[None]:
-    """Whether this backward() releases the graph as it goes, for :func:`take_input`."""
-    token = _RELEASING.set(releasing)
-    try:
-        yield
-    finally:
-        _RELEASING.reset(token)
 
 
 def _holders(container: Any, key: Any) -> tuple[int, int]:
@@ -320,8 +313,9 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
 
     for y in outputs:
         push(y.creator)
-    with using_config("enable_backprop", create_graph), \
-            _releasing(not retain_graph and not create_graph):
+    grad_token = ENABLE_BACKPROP.set(create_graph)
+    releasing_token = _RELEASING.set(not retain_graph and not create_graph)
+    try:
         while heap:
             f = heapq.heappop(heap)[2]
             gys = _output_grads(f, grads, keep, retain_grad)
@@ -354,6 +348,9 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
             del gxs
             if readers:
                 handled(f)
+    finally:
+        _RELEASING.reset(releasing_token)
+        ENABLE_BACKPROP.reset(grad_token)
     for node in readers:                      # read only by ops no gradient reached
         g = grads.pop(node, None)
         if g is not None:

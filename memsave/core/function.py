@@ -31,7 +31,7 @@ from typing import Any
 import numpy
 
 from memsave import backend
-from memsave.config import is_grad_enabled
+from memsave.config import ENABLE_BACKPROP as _ENABLE_BACKPROP
 from memsave.core import hooks
 from memsave.core.saved import SavedArray
 from memsave.core.variable import Variable, VariableNode, as_variable
@@ -50,10 +50,17 @@ class FunctionNode:
     """Outputs whose gradient backward may write its result into when the engine hands it
     over (memsave.core.backprop: in-place gradients)."""
     _retained_out: Mapping[int, SavedArray] = _NOTHING   # replaced when outputs are retained
+    _retain_out: tuple[int, ...] = ()                     # set by retain_outputs
+    # What backward needs, set up by apply when it records (a list and a dict), dropped by
+    # release (None and _NOTHING).
+    _saved: list[SavedArray] | tuple[()] | None = ()
+    _retained_in: Mapping[int, SavedArray] = _NOTHING
 
     # ----- forward ----------------------------------------------------------------
     def apply(self, *inputs: Any) -> tuple[Variable, ...]:
         """Run forward on Variables (or arrays) and, when recording, link the graph."""
+        if not _ENABLE_BACKPROP.get() and not hooks.stack():
+            return self._compute(inputs)
         # One plain loop over the inputs (comprehensions cost a function call each before 3.12).
         in_vars, in_arrays, in_nodes = [], [], []
         generation, any_requires_grad = 0, False
@@ -67,19 +74,19 @@ class FunctionNode:
             any_requires_grad = any_requires_grad or node.requires_grad
             if node.generation > generation:
                 generation = node.generation
-        recording = any_requires_grad and is_grad_enabled()
+        recording = any_requires_grad and _ENABLE_BACKPROP.get()
         self._recording = recording
         self._forward_inputs = in_vars
-        self._saved: list[SavedArray] | None = []
-        self._retained_in: dict[int, SavedArray] = {}
-        self._retain_out: tuple[int, ...] = ()
-        hook = hooks.current_hooks()
+        if recording:
+            self._saved = []
+            self._retained_in = {}
+        stack = hooks.stack()
         try:
-            if hook is None or hook.run_op is None:
+            if not stack or stack[-1].run_op is None:
                 ys = self.forward(*in_arrays)
                 ys = (ys,) if type(ys) is numpy.ndarray else _as_arrays(ys)
             else:
-                ys = hook.run_op(self, in_vars, lambda: _as_arrays(self.forward(*in_arrays)))
+                ys = stack[-1].run_op(self, in_vars, lambda: _as_arrays(self.forward(*in_arrays)))
         finally:
             self._forward_inputs = ()
         if not recording:
@@ -100,6 +107,18 @@ class FunctionNode:
             for i in self._retain_out:
                 self._retained_out[i] = self._pack(ys[i])
         return outputs
+
+    def _compute(self, inputs: tuple) -> tuple[Variable, ...]:
+        """:meth:`apply` when no graph is built and no hook watches (a backward without
+        create_graph, no_grad): the outputs only."""
+        arrays = []
+        for x in inputs:
+            arrays.append(x._array if isinstance(x, Variable) else as_variable(x)._array)
+        self._recording = False
+        ys = self.forward(*arrays)
+        if type(ys) is numpy.ndarray:
+            return (Variable._of_output(ys, None),)
+        return tuple([Variable._of_output(y, None) for y in _as_arrays(ys)])
 
     def forward(self, *xs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.forward")
@@ -153,10 +172,11 @@ class FunctionNode:
 
     def retained_inputs(self) -> tuple[Variable, ...]:
         """The retained inputs as Variables on their original graph nodes."""
-        self._check_alive()
+        if self._saved is None:
+            self._check_alive()
         retained, nodes = self._retained_in, self.inputs
         result = []
-        for i in sorted(retained):
+        for i in (retained if len(retained) == 1 else sorted(retained)):
             result.append(Variable._on_node(retained[i].get(self, "input", i), nodes[i]))
         return tuple(result)
 
@@ -166,10 +186,11 @@ class FunctionNode:
         An output whose node is gone (the user dropped it) gets a new node created by this
         function, so that a gradient built on it (create_graph) still reaches the inputs.
         """
-        self._check_alive()
-        result = []
-        for i in sorted(self._retained_out):
-            array = self._retained_out[i].get(self, "output", i)
+        if self._saved is None:
+            self._check_alive()
+        retained, result = self._retained_out, []
+        for i in (retained if len(retained) == 1 else sorted(retained)):
+            array = retained[i].get(self, "output", i)
             node = self.outputs[i]()
             if node is None:
                 var = Variable._of_output(array, self)

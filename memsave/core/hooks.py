@@ -73,6 +73,15 @@ def disable_saved_array_hooks() -> Iterator[None]:
         _stack.reset(token)
 
 
+def stack() -> tuple[Hooks, ...]:
+    """The active hooks, innermost last (read once per op by ``FunctionNode.apply``).
+
+    >>> stack()
+    ()
+    """
+    return _stack.get()
+
+
 def current_hooks() -> Hooks | None:
     """The innermost active hooks, or None.
 

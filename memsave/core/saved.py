@@ -51,8 +51,11 @@ def stamp(array: Any) -> Any:
         size = array.size
         if size <= _SAMPLES:
             return array.tobytes() if size else None
-        if array.base is None or array.flags.forc:   # ravel(order="K") is a view: sample it
-            return array.ravel(order="K")[_sample_positions(size)].tobytes()
+        flags = array.flags
+        if flags.c_contiguous:                       # take() samples C order in place
+            return array.take(_sample_positions(size)).tobytes()
+        if flags.f_contiguous:                       # ravel(order="K") is a view: sample it
+            return array.ravel(order="K").take(_sample_positions(size)).tobytes()
         return array[_sample_index(array.shape)].tobytes()   # a strided view: never copied whole
     if not backend.is_array(array) or array.size == 0:
         return None

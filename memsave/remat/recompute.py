@@ -477,8 +477,9 @@ class RecomputeNode:
             # Redo what the op kept for its own backward (inputs in the order it retained them).
             op.retain_inputs(*record.retained_in)
             op.retain_outputs(*record.retain_out)
-            for packed in record.consts:
-                op._saved.append(SavedArray(_Kept(self.unpack(packed)), self.unpack))
+            if op._recording:
+                op._saved.extend(SavedArray(_Kept(self.unpack(packed)), self.unpack)
+                                 for packed in record.consts)
             return ys
 
         try:
