@@ -35,11 +35,11 @@ the user, not another op, not a checkpoint.
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import sys
 from collections.abc import Sequence
 from contextvars import ContextVar
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy
@@ -193,12 +193,6 @@ def _to_hand_over(f: FunctionNode, gys: list) -> tuple[Variable, ...]:
                   and gys[i]._array.nbytes >= _HAND_OVER_MIN_BYTES and _sole(gys, i)])
 
 
-def _pop(values: list, i: int) -> Any:
-    """``values[i]``, leaving None in its place: the list no longer holds it."""
-    value, values[i] = values[i], None
-    return value
-
-
 def _add_gradient(grads: dict[VariableNode, Variable], node: VariableNode, gx: Variable,
                   create_graph: bool) -> None:
     """``grads[node] += gx``: into the existing buffer when the engine alone holds it."""
@@ -309,7 +303,7 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
     def push(f: FunctionNode | None) -> None:
         if f is not None and f not in queued:
             queued.add(f)
-            heapq.heappush(heap, (-f.generation, next(counter), f))
+            heappush(heap, (-f.generation, next(counter), f))
 
     for y in outputs:
         push(y.creator)
@@ -317,11 +311,22 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
     releasing_token = _RELEASING.set(not retain_graph and not create_graph)
     try:
         while heap:
-            f = heapq.heappop(heap)[2]
-            gys = _output_grads(f, grads, keep, retain_grad)
-            indexes = tuple([i for i, x in enumerate(f.inputs)
-                             if x.requires_grad and (needed is None or x in needed)])
-            if not indexes or not any([gy is not None for gy in gys]):
+            f = heappop(heap)[2]
+            inputs = f.inputs
+            if len(f.outputs) == 1 and not retain_grad:      # the common case, inlined
+                out = f.outputs[0]()
+                gys = [None if out is None else
+                       grads.get(out) if out in keep else grads.pop(out, None)]
+            else:
+                gys = _output_grads(f, grads, keep, retain_grad)
+            if len(inputs) == 1:
+                indexes = (0,) if inputs[0].requires_grad and (
+                    needed is None or inputs[0] in needed) else ()
+            else:
+                indexes = tuple([i for i, x in enumerate(inputs)
+                                 if x.requires_grad and (needed is None or x in needed)])
+            if not indexes or (gys[0] is None if len(gys) == 1 else
+                               all([gy is None for gy in gys])):
                 if readers:
                     handled(f)
                 continue
@@ -335,16 +340,33 @@ def _run(outputs: Sequence[Variable], grad_outputs: Sequence[Any], targets: set[
             else:
                 gxs = f.backward(indexes, *gys)
             del gys, handed
-            gxs = list(_checked_gradients(f, gxs))
+            if type(gxs) is Variable and len(inputs) == 1:   # the common case, unchecked
+                gxs = [gxs]
+            else:
+                gxs = list(_checked_gradients(f, gxs))
             if not retain_graph:
                 f.release()
+            # Inlined for speed.  Every reference to a gradient held here is dropped before
+            # the next ``_sole`` check (in-place sums and hand-overs count references).
             for i in indexes:
-                if gxs[i] is not None:
-                    node = f.inputs[i]
-                    _add_gradient(grads, node, _fit(f, i, _pop(gxs, i), node), create_graph)
-                    if retain_grad and node.creator is not None and node.variable is not None:
-                        node.variable.grad_var = grads[node]
-                    push(node.creator)
+                gx, gxs[i] = gxs[i], None
+                if gx is None:
+                    continue
+                node = inputs[i]
+                array = gx._array
+                if array.shape != node.shape or array.dtype != node.dtype:
+                    gx = _fit(f, i, gx, node)
+                if node in grads:
+                    _add_gradient(grads, node, gx, create_graph)
+                else:
+                    grads[node] = gx
+                gx = array = None
+                if retain_grad and node.creator is not None and node.variable is not None:
+                    node.variable.grad_var = grads[node]
+                creator = node.creator
+                if creator is not None and creator not in queued:
+                    queued.add(creator)
+                    heappush(heap, (-creator.generation, next(counter), creator))
             del gxs
             if readers:
                 handled(f)
