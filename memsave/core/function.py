@@ -226,5 +226,7 @@ def _as_arrays(ys: Any) -> tuple:
         return (ys,)
     if not isinstance(ys, tuple):
         ys = (ys,)
-    return tuple(y if type(y) is numpy.ndarray or backend.is_array(y) else numpy.asarray(y)
-                 for y in ys)
+    arrays = []
+    for y in ys:
+        arrays.append(y if type(y) is numpy.ndarray or backend.is_array(y) else numpy.asarray(y))
+    return tuple(arrays)
