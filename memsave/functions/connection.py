@@ -111,12 +111,14 @@ def linear(x: Any, W: Any, b: Any = None) -> Variable:
     >>> linear(Variable(np.ones((1, 2))), np.ones((3, 2)), np.zeros(3)).array
     array([[2., 2., 2.]])
     """
-    if x.shape[-1] != W.shape[-1] or len(W.shape) != 2:
-        raise ShapeError(f"linear: x has shape {tuple(x.shape)} but W has shape {tuple(W.shape)}; "
-                         f"expected W of shape (out, {x.shape[-1]})")
-    if b is not None and tuple(b.shape) != (W.shape[0],):
-        raise ShapeError(f"linear: b has shape {tuple(b.shape)}, expected ({W.shape[0]},)")
-    _check_dtypes("linear", x, W, b)
+    x_shape, W_shape = x.shape, W.shape
+    if len(W_shape) != 2 or x_shape[-1] != W_shape[1]:
+        raise ShapeError(f"linear: x has shape {tuple(x_shape)} but W has shape {tuple(W_shape)}; "
+                         f"expected W of shape (out, {x_shape[-1]})")
+    if b is not None and tuple(b.shape) != (W_shape[0],):
+        raise ShapeError(f"linear: b has shape {tuple(b.shape)}, expected ({W_shape[0]},)")
+    if x.dtype != W.dtype or (b is not None and b.dtype != W.dtype):
+        _check_dtypes("linear", x, W, b)
     args = (x, W) if b is None else (x, W, b)
     return Linear().apply(*args)[0]
 
