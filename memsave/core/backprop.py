@@ -23,7 +23,7 @@ is summed into the first one's buffer when the engine alone holds it.  And while
 backward() releases the graph as it goes (no ``retain_graph``, no ``create_graph``), a
 backward done reading a retained input may :func:`take_input` its buffer to write the
 input gradient there (linear: ``gy @ W`` into x), when nothing else holds that array: not
-the user, not another op, not a checkpoint.
+the user, not another op, not a checkpoint (and it is 64 KiB or more).
 
 >>> import numpy as np, memsave as ms
 >>> x = ms.Variable(np.array(3.0))
@@ -121,8 +121,8 @@ def _fit(f: FunctionNode, i: int, gx: Variable, node: VariableNode) -> Variable:
 _HANDED_OVER: ContextVar[tuple[Variable, ...]] = ContextVar("memsave_handed_over", default=())
 _RELEASING: ContextVar[bool] = ContextVar("memsave_releasing", default=False)
 _HAND_OVER_MIN_BYTES = 1 << 16
-"""Smaller gradients are not handed over: their memory is negligible, and the check (about
-1 us) costs more than a new buffer."""
+"""Smaller gradients are not handed over and smaller inputs not taken: their memory is
+negligible, and the check (about 1 us) costs more than a new buffer."""
 
 
 def handed_over(gy: Variable | None) -> bool:
@@ -152,6 +152,8 @@ def take_input(f: FunctionNode, i: int) -> Any:
     if not _RELEASING.get():
         return None
     box = [f.release_input(i)]
+    if box[0].nbytes < _HAND_OVER_MIN_BYTES:
+        return None
     return box[0] if _array_holders(box, 0) == _SOLE_ARRAY_HOLDERS and _own_buffer(box[0]) \
         else None
 
