@@ -11,6 +11,10 @@ Run each framework with its interpreter (torch and chainer from their venvs):
     python benchmarks/overhead.py --framework numpy --json
     benchmarks/.venvs/torch/bin/python benchmarks/overhead.py --framework torch --json
 
+or count instructions per step instead of timing (cachegrind, exact on a noisy machine; needs
+valgrind): ``python benchmarks/overhead.py --instructions memsave`` (``torch`` with
+``--torch-python``),
+
 or let ``--paired N`` run memsave (this interpreter) and torch (``--torch-python``) N times
 each, alternating, each run in a fresh process with ``--threads`` BLAS/OpenMP threads and
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed from its environment (each run reports the BLAS
@@ -25,6 +29,8 @@ import argparse
 import importlib
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -110,6 +116,31 @@ def paired(rounds: int, torch_python: str, threads: int, steps: int, blocks: int
     return summary
 
 
+def instructions(python: str, framework: str, runs: tuple[int, int] = (100, 400)) -> float:
+    """Instructions per step of ``framework``'s TINY step: cachegrind's count for a process
+    running ``runs[1]`` steps minus one running ``runs[0]``, over the difference (so start-up
+    and imports cancel out).  1 thread, OpenBLAS overrides removed, as in :func:`fresh_run`."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                       "MKL_NUM_THREADS")})
+    counts = []
+    for steps in runs:
+        command = [valgrind, "--tool=cachegrind", "--cache-sim=no",
+                   "--cachegrind-out-file=/dev/null", python, str(HERE / "overhead.py"),
+                   "--framework", framework, "--steps", str(steps), "--blocks", "1",
+                   "--warmup", "50"]
+        err = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stderr
+        refs = re.search(r"I\s+refs:\s+([\d,]+)", err)
+        if refs is None:
+            raise RuntimeError(f"no instruction count in valgrind's output:\n{err[-2000:]}")
+        counts.append(int(refs.group(1).replace(",", "")))
+    return (counts[1] - counts[0]) / (runs[1] - runs[0])
+
+
 def print_paired(summary: dict[str, object]) -> None:
     """The :func:`paired` summary as a few lines of text."""
     for framework in ("memsave", "torch"):
@@ -131,14 +162,22 @@ def main() -> int:
                         help="alternate memsave and torch, N fresh processes each")
     parser.add_argument("--torch-python", default=str(HERE / ".venvs" / "torch" / "bin" / "python"),
                         help="interpreter with torch, for --paired")
+    parser.add_argument("--instructions", choices=["memsave", "torch"],
+                        help="count instructions per step with cachegrind instead of timing")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (--paired)")
     parser.add_argument("--steps", type=int, default=500, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=7, help="timed blocks (median taken)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed steps first")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
-    if (args.framework is None) == (args.paired is None):
-        parser.error("give exactly one of --framework and --paired")
+    if [args.framework, args.paired, args.instructions].count(None) != 2:
+        parser.error("give exactly one of --framework, --paired and --instructions")
+    if args.instructions is not None:
+        python = args.torch_python if args.instructions == "torch" else sys.executable
+        per_step = instructions(python, args.instructions)
+        print(f"{args.instructions}: {per_step / 1e6:.3f} M instructions per step "
+              f"({per_step / forward_ops(TINY):.0f} per op)")
+        return 0
     if args.paired is not None:
         if args.paired < 1:
             parser.error(f"--paired needs at least 1 round, got {args.paired}")
