@@ -10,6 +10,7 @@ array([1., 2.])
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from memsave.backend import get_array_module
@@ -213,6 +214,19 @@ class MatMul(FunctionNode):
         return ga, gb
 
 
+def _commutative(op: type[FunctionNode], with_constant: Callable[[Any], FunctionNode], a: Any,
+                 b: Any) -> Variable:
+    """``op`` on ``a`` and ``b``, or ``with_constant(number)`` on the other operand when one
+    side is a Python number (``op`` commutes, so either side will do)."""
+    c = _number(b, a)
+    if c is not None:
+        return with_constant(c).apply(a)[0]
+    c = _number(a, b)
+    if c is not None:
+        return with_constant(c).apply(b)[0]
+    return op().apply(operand(a, b), operand(b, a))[0]
+
+
 def add(a: Any, b: Any) -> Variable:
     """``a + b`` with broadcasting.
 
@@ -220,13 +234,7 @@ def add(a: Any, b: Any) -> Variable:
     >>> add(Variable(np.ones(2)), 1.0).array
     array([2., 2.])
     """
-    c = _number(b, a)
-    if c is not None:
-        return AddConstant(c).apply(a)[0]
-    c = _number(a, b)
-    if c is not None:
-        return AddConstant(c).apply(b)[0]
-    return Add().apply(operand(a, b), operand(b, a))[0]
+    return _commutative(Add, AddConstant, a, b)
 
 
 def sub(a: Any, b: Any) -> Variable:
@@ -252,13 +260,7 @@ def mul(a: Any, b: Any) -> Variable:
     >>> mul(Variable(np.ones(2)), 3.0).array
     array([3., 3.])
     """
-    c = _number(b, a)
-    if c is not None:
-        return MulConstant(c).apply(a)[0]
-    c = _number(a, b)
-    if c is not None:
-        return MulConstant(c).apply(b)[0]
-    return Mul().apply(operand(a, b), operand(b, a))[0]
+    return _commutative(Mul, MulConstant, a, b)
 
 
 def div(a: Any, b: Any) -> Variable:
