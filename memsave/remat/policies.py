@@ -23,9 +23,9 @@ and ``False`` are read as SAVE and RECOMPUTE, so JAX-style predicates work too.
 
 >>> import numpy as np, memsave as ms, memsave.functions as F
 >>> W = ms.Parameter(np.eye(4))
->>> y = ms.checkpoint(lambda x: F.tanh(F.linear(F.tanh(F.linear(x, W)), W)), np.ones((2, 4)),
+>>> y = ms.checkpoint(lambda x: F.linear(F.gelu(F.linear(x, W)), W), np.ones((2, 4)),
 ...                   policy=dots_saveable)
->>> y.sum().backward()   # the recomputation re-runs tanh only, not the two Linear ops
+>>> y.sum().backward()   # the recomputation re-runs gelu only, not the two Linear ops
 """
 from __future__ import annotations
 

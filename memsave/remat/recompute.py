@@ -25,7 +25,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -222,6 +222,7 @@ class RecomputeNode:
         self._args, self._kwargs = args, kwargs
         self._inputs: dict[Any, tuple[SavedArray, bool]] = {}
         self.kept_bytes = 0  # non-leaf inputs held alive here (leaves are alive anyway)
+        self.policy_kept_bytes = 0  # op outputs the policy keeps that no op saved (set by forward)
         self._input_keys: dict[int, Any] = {}
         for key, value in _variable_arguments(args, kwargs):
             if value.creator is None or self._outer is None:
@@ -324,22 +325,28 @@ class RecomputeNode:
                     self._numpy_unknown = True
                 else:
                     self.numpy_rng = numpy_before
-            self._resolve()
+            self._resolve({id(v.array) for v in _variables(outputs)})
         finally:
             self._pending, self._current, self._producers = [], None, {}
         if self._ops is not None and all(r.stored is None for r in self._ops):
             self._ops = None                  # every op is re-run: nothing to replay
         return outputs
 
-    def _resolve(self) -> None:
+    def _resolve(self, output_ids: set[int]) -> None:
         """Decide, per logged op, whether its outputs are kept; turn every other placeholder
-        into a numbered slot, in the order the arrays were saved."""
+        into a numbered slot, in the order the arrays were saved.  ``output_ids``: the arrays
+        fn returned (alive anyway, so keeping them costs nothing)."""
         kept: dict[int, Any] = {}
+        saved_ids = {id(slot.array) for slot in self._pending}
         for record in self._ops or ():
             if _kept(record):
                 record.stored = [self._store(y, d) for y, d in zip(record.outputs, record.decisions)]
                 kept.update((id(y), st) for y, st in zip(record.outputs, record.stored))
-        saved_ids = {id(slot.array) for slot in self._pending}
+                # Held only because the policy keeps it: a plain run would not hold it.
+                self.policy_kept_bytes += sum(
+                    st.nbytes for y, st in zip(record.outputs, record.stored)
+                    if isinstance(st, policies.Stored) and id(y) not in saved_ids
+                    and id(y) not in output_ids)
         for record in self._ops or ():
             if record.stored is not None:
                 for packed in record.consts:
@@ -612,14 +619,16 @@ def wrap_arguments(args: Sequence, kwargs: dict) -> tuple[tuple, dict]:
     return tuple(wrap(a) for a in args), {k: wrap(v) for k, v in kwargs.items()}
 
 
-def _has_variable(out: Any) -> bool:
+def _variables(out: Any) -> Iterator[Variable]:
+    """The Variables in a function's result (nested in tuples, lists and dicts)."""
     if isinstance(out, Variable):
-        return True
-    if isinstance(out, dict):
-        return any(_has_variable(v) for v in out.values())
-    if isinstance(out, (tuple, list)):
-        return any(_has_variable(v) for v in out)
-    return False
+        yield out
+    elif isinstance(out, dict):
+        for v in out.values():
+            yield from _variables(v)
+    elif isinstance(out, (tuple, list)):
+        for v in out:
+            yield from _variables(v)
 
 
 _warned_sites: set[tuple[str, int]] = set()
@@ -652,24 +661,34 @@ def run_checkpointed(fn: Callable, args: Sequence, kwargs: dict, *, policy: Poli
                          early_stop, label)
     outputs = node.run_forward()
     node.release_arguments()
-    if not _has_variable(outputs):
+    if next(_variables(outputs), None) is None:
         raise TypeError(
             f"{node.label} returned {type(outputs).__name__}, which holds no Variable: nothing "
             "can be differentiated through it. Return the Variables the function computes "
             "(not their .array).")
     if node.records:
-        freed, kept = node.freed_bytes(), node.kept_bytes
-        if freed == 0:
-            _warn_once_per_call_site(
-                f"{node.label} saves no memory: every array it drops for backward is alive "
-                "anyway (its output, for instance), so checkpointing it only costs time. "
-                "Checkpoint larger blocks (several layers) instead.")
-        elif freed <= kept:
-            _warn_once_per_call_site(
-                f"{node.label} frees {freed} bytes of intermediates but keeps {kept} bytes of "
-                "inputs alive for recomputation: it costs time and saves no memory. Checkpoint "
-                "larger blocks (several layers) instead.")
+        _warn_if_useless(node)
     return outputs
+
+
+def _warn_if_useless(node: RecomputeNode) -> None:
+    """Warn (once per call site) when a checkpoint frees no more than it keeps alive: its
+    non-leaf inputs, and op outputs its policy keeps that a plain run would not hold."""
+    freed, inputs, policy = node.freed_bytes(), node.kept_bytes, node.policy_kept_bytes
+    if freed == 0:
+        _warn_once_per_call_site(
+            f"{node.label} saves no memory: every array it drops for backward is alive "
+            "anyway (its output, for instance), so checkpointing it only costs time. "
+            "Checkpoint larger blocks (several layers) instead.")
+    elif freed <= inputs + policy:
+        kept = f"{inputs} bytes of inputs alive for recomputation"
+        if policy:
+            kept += (f" and {policy} bytes of op outputs that its policy keeps and a plain run "
+                     "would not")
+        _warn_once_per_call_site(
+            f"{node.label} frees {freed} bytes of intermediates but keeps {kept}"
+            ": it costs time and saves no memory. Checkpoint larger blocks (several layers) instead"
+            + (", or use a policy that keeps less." if policy else "."))
 
 
 def checkpoint(fn: Callable, /, *args: Any, policy: Policy | None = None,

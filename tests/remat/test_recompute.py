@@ -198,6 +198,42 @@ def test_useless_checkpoint_warning_names_the_users_line():
     assert record[0].filename == __file__
 
 
+def _linear_block(activation, layers=3):
+    W = ms.Parameter(np.random.default_rng(0).standard_normal((64, 64)) / 8)
+
+    def block(h):
+        for _ in range(layers):
+            h = activation(F.linear(h, W))
+        return h
+    return block
+
+
+def test_policy_keeping_what_a_plain_run_would_not_makes_the_checkpoint_useless():
+    # tanh's backward reads its output, so dots_saveable's kept Linear outputs are extra:
+    # 3 x 16 KiB kept by the policy + the 16 KiB input, against 2 tanh outputs freed.
+    x = ms.Variable(np.ones((32, 64))) * 1.0
+    with pytest.warns(ms.UselessCheckpointWarning) as record:
+        ms.checkpoint(_linear_block(F.tanh), x, policy=ms.policies.dots_saveable)
+    message = str(record[0].message)
+    assert ("frees 32768 bytes of intermediates but keeps 16384 bytes of inputs alive for "
+            "recomputation and 49152 bytes of op outputs that its policy keeps") in message
+    assert message.endswith("or use a policy that keeps less.")
+
+
+def test_policy_keeping_only_what_a_plain_run_keeps_costs_nothing():
+    # gelu's backward reads its input: the Linear outputs dots_saveable keeps are kept by a
+    # plain run too, and the last one is the block's output; the gelu outputs are freed.
+    x = ms.Variable(np.ones((32, 64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ms.UselessCheckpointWarning)
+        y = ms.checkpoint(lambda h: F.linear(_linear_block(F.gelu, 2)(h), ms.Parameter(
+            np.eye(64))), x, policy=ms.policies.dots_saveable)
+    y.sum().backward()
+    plain = ms.Variable(np.ones((32, 64)))
+    F.linear(_linear_block(F.gelu, 2)(plain), ms.Parameter(np.eye(64))).sum().backward()
+    np.testing.assert_allclose(x.grad, plain.grad, rtol=1e-12)
+
+
 def test_threads_training_checkpointed_dropout_recompute_the_forward_masks():
     # 8 threads each train a checkpointed dropout block; each thread's gradient must equal
     # the one computed from its own forward mask (the dropout scale is recovered from y).
