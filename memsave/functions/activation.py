@@ -178,12 +178,14 @@ class ReLUGrad(FunctionNode):
 
     def forward(self, kept, gy):
         self.retain_inputs(0)
-        one, slope = gy.dtype.type(1), gy.dtype.type(self.slope)
+        slope = gy.dtype.type(self.slope)
 
+        # Multiplying by the mask k > 0, or where() between two arrays, is vectorized;
+        # where(k > 0, 1, slope) with scalar branches is not (9x and 2x slower on NumPy 2).
         def kernel(k, g):
-            gx = get_array_module(k).where(k > 0, one, slope)
-            gx *= g
-            return gx
+            if not slope:
+                return g * (k > 0)
+            return get_array_module(k).where(k > 0, g, g * slope)
 
         return _elementwise(kernel, kept, gy, out=gy if self.in_place else None)
 
