@@ -12,6 +12,10 @@ time.  Ratios ``x/none`` are to the same framework's plain step; on a machine sh
 other work the min-based ratio (min/none) is the steadier one.  ``--threads N`` sets
 OMP/OpenBLAS/MKL threads in every process; OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are
 removed from the processes' environment, and each reports the BLAS kernel that ran.
+``--keep-freed-memory`` starts every process, whatever its framework, with glibc's malloc
+keeping freed memory for reuse (``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``,
+what ``memsave.allocator.keep_freed_memory()`` sets): no page faults for arrays allocated
+again every step.
 
     python benchmarks/compare.py --processes 3 --repeats 5 --markdown
     python benchmarks/compare.py --workloads cnn transformer --threads 1 --markdown
@@ -93,23 +97,27 @@ class Row:
     min_vs_none: float | None = None
 
 
-def child_env(threads: int | None) -> dict[str, str]:
-    """This environment without OpenBLAS kernel overrides, with ``threads`` threads if set."""
+def child_env(threads: int | None, keep_freed_memory: bool = False) -> dict[str, str]:
+    """This environment without OpenBLAS kernel overrides, with ``threads`` threads if set,
+    and glibc's malloc keeping freed memory if asked."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     if threads:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[name] = str(threads)
+    if keep_freed_memory:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(32 << 20)   # memsave.allocator's values
+        env["MALLOC_TRIM_THRESHOLD_"] = str(1 << 30)
     return env
 
 
 def run_once(framework: Framework, workload: str, strategy: str, repeats: int,
-             threads: int | None = None) -> BenchResult:
+             env: dict[str, str] | None = None) -> BenchResult:
     """One fresh process of ``framework``'s script; raises RuntimeError if it fails."""
     cmd = [str(framework.python()), str(HERE / framework.script), "--workload", workload,
            "--strategy", strategy, "--repeats", str(repeats), "--json", *framework.args]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=HERE,
-                          env=child_env(threads))
+                          env=child_env(None) if env is None else env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -142,7 +150,7 @@ def add_ratios(rows: list[Row]) -> None:
 
 
 def measure(frameworks: list[Framework], workloads: list[str], strategies: list[str],
-            repeats: int, processes: int, threads: int | None = None
+            repeats: int, processes: int, env: dict[str, str] | None = None
             ) -> tuple[list[Row], dict[str, dict[str, str]]]:
     """Aggregated rows of every configuration, and each framework's reported versions."""
     results: dict[tuple[str, str, str], list[BenchResult]] = {}
@@ -157,7 +165,7 @@ def measure(frameworks: list[Framework], workloads: list[str], strategies: list[
                     print(f"[compare] process {round_ + 1}/{processes}: {workload} {fw.name} "
                           f"{strategy}", file=sys.stderr, flush=True)
                     try:
-                        result = run_once(fw, workload, strategy, repeats, threads)
+                        result = run_once(fw, workload, strategy, repeats, env)
                         results.setdefault(key, []).append(result)
                     except RuntimeError as err:
                         print(f"[compare] FAILED {err}", file=sys.stderr, flush=True)
@@ -214,6 +222,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP/OpenBLAS/MKL threads per process (default: unset)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="every process keeps freed memory for reuse (glibc malloc)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON line per configuration")
     output.add_argument("--markdown", action="store_true", help="markdown table")
@@ -232,7 +242,7 @@ def main() -> int:
         else:
             frameworks.append(fw)
     rows, versions = measure(frameworks, args.workloads, args.strategies, args.repeats,
-                             args.processes, args.threads)
+                             args.processes, child_env(args.threads, args.keep_freed_memory))
     if args.json:
         for row in rows:
             print(json.dumps({**asdict(row), "versions": versions[row.framework]}))

@@ -10,7 +10,7 @@
 # ruff: noqa: I001 - the order matters: core.variable first, since it pulls in the function
 # families that define its operators (and they import core.function, which needs Variable).
 from memsave.core.variable import Parameter, Variable, VariableNode, as_variable
-from memsave import backend, functions, memory, random  # noqa: F401,E402
+from memsave import allocator, backend, functions, memory, random  # noqa: F401,E402
 from memsave import nn, optim, testing  # noqa: F401,E402
 from memsave.remat.decorator import checkpointed
 from memsave.remat.auto import auto_checkpoint
@@ -39,5 +39,6 @@ __all__ = [
     "CheckpointError", "InPlaceError", "ShapeError", "DTypeError", "StateDictError",
     "UselessCheckpointWarning",
     "gradcheck", "gradgradcheck", "numerical_grad",
-    "backend", "functions", "memory", "nn", "optim", "planner", "random", "testing", "__version__",
+    "allocator", "backend", "functions", "memory", "nn", "optim", "planner", "random", "testing",
+    "__version__",
 ]

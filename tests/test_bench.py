@@ -92,9 +92,19 @@ def test_cli_bench_prints_table_and_json(capsys):
     doc = json.loads(captured.out)
     assert doc["rows"][0]["layer_forwards"] == 2
     assert doc["settings"] == {"workload": "mlp", "depth": 2, "width": 4, "batch": 2, "seq": 0,
-                               "seed": 0, "repeats": 1, "device": "cpu"}
+                               "seed": 0, "repeats": 1, "device": "cpu", "keep_freed_memory": False}
     assert captured.err.startswith("memsave bench mlp: depth 2, width 4, batch 2; strategies none, "
                                    "each: 1 warm-up step, 1 step under tracemalloc, 1 timed steps")
+
+
+def test_cli_bench_keep_freed_memory_says_whether_it_applied(capsys):
+    import platform
+
+    from memsave.cli import main
+    assert main(["bench", "mlp", "--depth", "2", "--width", "4", "--batch", "2", "--repeats", "1",
+                 "--no-progress", "--json", "--strategies", "none", "--keep-freed-memory"]) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["keep_freed_memory"] is (platform.libc_ver()[0] == "glibc")
 
 
 def test_cli_bench_csv_carries_settings_and_versions(capsys):
