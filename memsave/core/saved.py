@@ -96,8 +96,11 @@ def check_unmodified(array: Any, expected: Any, owner: str, role: str) -> None:
     >>> a = numpy.zeros(2); check_unmodified(a, stamp(a), "Mul", "input 0")
     """
     if expected is not None and stamp(array) != expected:
+        base = getattr(array, "base", None)          # a reshaped view names the array you hold
+        view = f", a view of an array of shape {tuple(base.shape)}" \
+            if getattr(base, "shape", array.shape) != array.shape else ""
         raise InPlaceError(
-            f"{owner}: {role} (shape {tuple(array.shape)}, {array.dtype}), saved for backward, "
+            f"{owner}: {role} (shape {tuple(array.shape)}, {array.dtype}{view}), saved for backward, "
             "was modified in place after the forward pass; its gradient would be computed "
             "from the new values. Do not write into an array (`x.array[...] = ...`, "
             "an optimizer step) between forward and backward; write into a copy instead.")

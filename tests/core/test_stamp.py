@@ -12,7 +12,7 @@ def test_a_write_to_any_element_of_a_small_array_is_caught(index):
     a = np.arange(16.0).reshape(4, 4)
     kept = SavedArray(a)
     a.flat[index] = -1.0
-    with pytest.raises(InPlaceError, match=r"Mul: input 1 \(shape \(4, 4\), float64\)"):
+    with pytest.raises(InPlaceError, match=r"Mul: input 1 \(shape \(4, 4\), float64[,)]"):
         kept.get("Mul", "input", 1)
 
 
@@ -70,3 +70,15 @@ def test_stamping_a_view_never_copies_it(view):
     finally:
         tracemalloc.stop()
     assert peak < 4096 < a.nbytes // 16
+
+
+def test_a_saved_view_is_named_with_the_shape_of_the_array_written_into():
+    # matmul keeps a 1-D operand as a (1, n) view: the error also names the (n,) array the
+    # user holds and wrote into.
+    import memsave as ms
+    h = ms.Variable(np.arange(3.0)) * 1.0
+    y = h @ ms.Variable(np.ones((3, 2)))
+    h.array[...] = 0.0
+    with pytest.raises(InPlaceError, match=r"MatMul: input 0 \(shape \(1, 3\), float64, a view of "
+                                           r"an array of shape \(3,\)\)"):
+        y.sum().backward()
