@@ -96,9 +96,10 @@ def check_unmodified(array: Any, expected: Any, owner: str, role: str) -> None:
     >>> a = numpy.zeros(2); check_unmodified(a, stamp(a), "Mul", "input 0")
     """
     if expected is not None and stamp(array) != expected:
-        base = getattr(array, "base", None)          # a reshaped view names the array you hold
-        view = f", a view of an array of shape {tuple(base.shape)}" \
-            if getattr(base, "shape", array.shape) != array.shape else ""
+        # a reshaped view also names the array it was taken from (the one you hold)
+        base_shape = getattr(getattr(array, "base", None), "shape", array.shape)
+        view = f", a view of an array of shape {tuple(base_shape)}" \
+            if base_shape != array.shape else ""
         raise InPlaceError(
             f"{owner}: {role} (shape {tuple(array.shape)}, {array.dtype}{view}), saved for backward, "
             "was modified in place after the forward pass; its gradient would be computed "
