@@ -82,8 +82,8 @@ def _seed_grads(outputs: Sequence[Variable], grad_outputs: Sequence[Any]) -> dic
 
 
 def _checked_gradients(f: FunctionNode, gxs: Any) -> tuple:
-    if type(gxs) is Variable and len(f.inputs) == 1:  # the common case: one input, one gradient
-        return (gxs,)
+    """``f.backward``'s result as one gradient (or None) per input, checked (the backward
+    loop handles the common case, one Variable for one input, itself)."""
     if isinstance(gxs, Variable) or gxs is None:
         gxs = (gxs,)
     if not isinstance(gxs, tuple):
